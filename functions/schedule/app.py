@@ -1,0 +1,44 @@
+"""Schedule function: on each tick, release expired leases and assign ready worksets to clusters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from workset_monitor.observability import logger, metrics
+from workset_monitor.scheduler import Scheduler
+from workset_monitor.settings import settings
+from workset_monitor.store import WorksetStore
+
+_scheduler: Scheduler | None = None
+
+
+def scheduler() -> Scheduler:
+    global _scheduler
+    if _scheduler is None:
+        config = settings()
+        _scheduler = Scheduler(WorksetStore(config.table_name), clock_skew_seconds=config.clock_skew_seconds)
+    return _scheduler
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = scheduler().tick()
+
+    metrics.add_metric(name="LeasesExpired", unit="Count", value=len(report.expired))
+    metrics.add_metric(name="WorksetsAssigned", unit="Count", value=len(report.assigned))
+    metrics.add_metric(name="WorksetsWaiting", unit="Count", value=len(report.waiting))
+    logger.info(
+        "tick done",
+        expired=len(report.expired),
+        assigned=len(report.assigned),
+        waiting=len(report.waiting),
+        conflicts=report.conflicts,
+    )
+    return {
+        "expired": report.expired,
+        "assigned": {decision.workset_id: decision.cluster for decision in report.assigned},
+        "waiting": {decision.workset_id: decision.reason for decision in report.waiting},
+    }

@@ -1,0 +1,1 @@
+"""Where notifications go. One module per channel; each takes a WorksetEvent and delivers it."""

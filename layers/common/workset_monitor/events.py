@@ -1,0 +1,129 @@
+"""What a change of a workset means to the people watching it. Pure: a stream record's images in, an event out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from .models import ErrorCategory, Priority, State, Workset
+
+SMS_LIMIT = 160
+"""One GSM-7 SMS segment."""
+
+SUBJECT_LIMIT = 100
+"""SNS's limit on an email subject."""
+
+
+class EventType(StrEnum):
+    REGISTERED = "registered"
+    STATE_CHANGE = "state_change"
+    ERROR = "error"
+    COMPLETION = "completion"
+    LEASE_EXPIRED = "lease_expired"
+    RETRY_SCHEDULED = "retry_scheduled"
+    CANCELED = "canceled"
+
+
+class WorksetEvent(BaseModel):
+    """One notification-worthy change of one workset."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_type: EventType
+    workset_id: str
+    version: int
+    from_state: State | None
+    state: State
+    priority: Priority
+    attempt: int
+    at: datetime
+    cluster: str | None = None
+    error_category: ErrorCategory | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def dedup_key(self) -> str:
+        """Names this event once: a redelivered stream record yields the same key."""
+        return f"{self.workset_id}#{self.version}"
+
+
+def describe_change(old: Workset | None, new: Workset) -> WorksetEvent | None:
+    """The event a change from `old` to `new` stands for, or None when the state did not change (heartbeats,
+    assignments)."""
+    if old is not None and old.state is new.state:
+        return None
+
+    return WorksetEvent(
+        event_type=_event_type(old, new),
+        workset_id=new.workset_id,
+        version=new.version,
+        from_state=old.state if old else None,
+        state=new.state,
+        priority=new.priority,
+        attempt=new.attempt,
+        at=new.updated_at,
+        cluster=new.cluster,
+        error_category=new.error_category,
+        reasons=new.error_reasons,
+    )
+
+
+def _event_type(old: Workset | None, new: Workset) -> EventType:
+    if old is None:
+        return EventType.ERROR if new.state is State.ERROR else EventType.REGISTERED
+    if new.state is State.ERROR:
+        return EventType.LEASE_EXPIRED if new.error_category is ErrorCategory.LEASE_EXPIRED else EventType.ERROR
+    if new.state is State.COMPLETE:
+        return EventType.COMPLETION
+    if new.state is State.CANCELED:
+        return EventType.CANCELED
+    if new.state is State.READY and old.state is State.ERROR:
+        return EventType.RETRY_SCHEDULED
+    return EventType.STATE_CHANGE
+
+
+def subject(event: WorksetEvent) -> str:
+    """An email subject: one line, within SNS's limit."""
+    text = f"[{event.priority}] workset {event.workset_id}: {_headline(event)}"
+    return _one_line(text, SUBJECT_LIMIT)
+
+
+def sms_text(event: WorksetEvent) -> str:
+    """A text that fits one SMS segment."""
+    return _one_line(f"{event.workset_id}: {_headline(event)}", SMS_LIMIT)
+
+
+def email_text(event: WorksetEvent) -> str:
+    """The full text: everything a person needs to act."""
+    lines = [
+        f"Workset:   {event.workset_id}",
+        f"Event:     {event.event_type}",
+        f"State:     {event.from_state or '(new)'} -> {event.state}",
+        f"Priority:  {event.priority}",
+        f"Attempt:   {event.attempt}",
+        f"When:      {event.at.isoformat()}",
+    ]
+    if event.cluster:
+        lines.append(f"Cluster:   {event.cluster}")
+    if event.error_category:
+        lines.append(f"Category:  {event.error_category}")
+    if event.reasons:
+        lines.append("Reasons:")
+        lines.extend(f"  - {reason}" for reason in event.reasons)
+    return "\n".join(lines) + "\n"
+
+
+def _headline(event: WorksetEvent) -> str:
+    if event.event_type in (EventType.ERROR, EventType.LEASE_EXPIRED):
+        first = f": {event.reasons[0]}" if event.reasons else ""
+        return f"error ({event.error_category}){first}"
+    if event.from_state is None:
+        return f"registered, {event.state}"
+    return f"{event.from_state} -> {event.state}"
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

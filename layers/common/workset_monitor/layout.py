@@ -1,0 +1,333 @@
+"""The workset folder: sentinel names, required files, the sample sheet and the work file. Pure, no AWS.
+
+A workset is a folder directly under the deployment's prefix::
+
+    <prefix><workset-name>/
+      daylily.ready          sentinel: "pick me up"
+      stage_samples.tsv      sample sheet, tab separated, the 20 columns of SAMPLE_SHEET_COLUMNS
+      daylily_work.yaml      what to run (see WORK_FILE_KEYS for the keys and their aliases)
+      daylily_info.yaml      free-form info; must exist
+      sample_data/           at least one object below it
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .models import Priority, WorkSpec
+
+SENTINEL_READY = "daylily.ready"
+SENTINEL_IGNORE = "daylily.ignore"
+SENTINEL_LOCK = "daylily.lock"
+SENTINEL_IN_PROGRESS = "daylily.in_progress"
+SENTINEL_COMPLETE = "daylily.complete"
+SENTINEL_ERROR = "daylily.error"
+
+TRIGGER_SENTINELS = frozenset({SENTINEL_READY, SENTINEL_IGNORE})
+"""Sentinels people drop; the register function reacts to these only, never to the ones the system writes."""
+
+SYSTEM_SENTINELS = frozenset({SENTINEL_LOCK, SENTINEL_IN_PROGRESS, SENTINEL_COMPLETE, SENTINEL_ERROR})
+
+SAMPLE_SHEET = "stage_samples.tsv"
+WORK_FILE = "daylily_work.yaml"
+INFO_FILE = "daylily_info.yaml"
+SAMPLE_DATA = "sample_data/"
+
+SAMPLE_SHEET_COLUMNS: tuple[str, ...] = (
+    "RUN_ID",
+    "SAMPLE_ID",
+    "EXPERIMENTID",
+    "SAMPLE_TYPE",
+    "LIB_PREP",
+    "SEQ_VENDOR",
+    "SEQ_PLATFORM",
+    "LANE",
+    "SEQBC_ID",
+    "PATH_TO_CONCORDANCE_DATA_DIR",
+    "R1_FQ",
+    "R2_FQ",
+    "STAGE_DIRECTIVE",
+    "STAGE_TARGET",
+    "SUBSAMPLE_PCT",
+    "IS_POS_CTRL",
+    "IS_NEG_CTRL",
+    "N_X",
+    "N_Y",
+    "EXTERNAL_SAMPLE_ID",
+)
+
+WORK_FILE_KEYS: dict[str, tuple[str, ...]] = {
+    "run_command": ("dy-r", "dy_r", "run", "run_cmd", "run-command"),
+    "clone_args": ("day-clone", "day_clone_args", "clone"),
+    "export_uri": ("export_uri",),
+    "workdir_name": ("workdir_name",),
+    "budget": ("budget",),
+    "cluster_name": ("cluster_name",),
+    "priority": ("priority",),
+    "depends_on": ("depends_on",),
+    "deadline": ("deadline",),
+}
+"""Each WorkSpec field and the keys of `daylily_work.yaml` that may carry it, the canonical key first."""
+
+MAX_WORKSET_NAME_BYTES = 512
+MAX_TEXT_FILE_BYTES = 5 * 1024 * 1024
+"""The sample sheet and work file are read whole; larger ones are refused rather than read."""
+
+
+@dataclass(frozen=True)
+class SentinelKey:
+    """An S3 key that is a sentinel of a workset folder."""
+
+    workset_id: str
+    folder: str
+    sentinel: str
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    """What validating a folder found: the work to run, the samples, and every reason it is invalid."""
+
+    work: WorkSpec | None
+    samples: tuple[Mapping[str, str], ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons and self.work is not None
+
+    @property
+    def sample_count(self) -> int:
+        return len({row["SAMPLE_ID"] for row in self.samples})
+
+
+@dataclass
+class _Findings:
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+def parse_sentinel_key(key: str, prefix: str) -> SentinelKey | None:
+    """The workset and sentinel a decoded key names, or None unless it is a sentinel directly in a workset folder."""
+    if not key.startswith(prefix):
+        return None
+
+    parts = key[len(prefix) :].split("/")
+    if len(parts) != 2:
+        return None
+
+    name, sentinel = parts
+    if sentinel not in TRIGGER_SENTINELS | SYSTEM_SENTINELS or workset_name_problem(name) is not None:
+        return None
+    return SentinelKey(workset_id=name, folder=f"{prefix}{name}/", sentinel=sentinel)
+
+
+def workset_name_problem(name: str) -> str | None:
+    """Why a folder name cannot be a workset id, or None. Spaces and non-ASCII letters are legal."""
+    if not name or name.strip() != name:
+        return "a workset name must be non-empty and not start or end with white space"
+    if name in (".", ".."):
+        return "a workset name cannot be . or .."
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "a workset name cannot hold control characters"
+    if len(name.encode("utf-8")) > MAX_WORKSET_NAME_BYTES:
+        return f"a workset name is at most {MAX_WORKSET_NAME_BYTES} bytes"
+    return None
+
+
+def validate_folder(
+    relative_keys: Iterable[str],
+    sample_sheet: str | None,
+    work_file: str | None,
+) -> FolderReport:
+    """Check a workset folder against the layout rules and report every problem, not only the first.
+
+    `relative_keys` are the folder's object keys relative to the folder; `sample_sheet` and `work_file` are the
+    texts of `stage_samples.tsv` and `daylily_work.yaml`, or None when they are absent.
+    """
+    findings = _Findings()
+    keys = set(relative_keys)
+
+    if SAMPLE_SHEET not in keys:
+        findings.add(f"{SAMPLE_SHEET} is missing")
+    if WORK_FILE not in keys:
+        findings.add(f"{WORK_FILE} is missing")
+    if INFO_FILE not in keys:
+        findings.add(f"{INFO_FILE} is missing")
+    if not any(key.startswith(SAMPLE_DATA) and key != SAMPLE_DATA for key in keys):
+        findings.add(f"{SAMPLE_DATA} holds no object")
+
+    samples = _check_sample_sheet(sample_sheet, keys, findings) if sample_sheet is not None else ()
+    work = _check_work_file(work_file, findings) if work_file is not None else None
+
+    return FolderReport(work=work, samples=samples, reasons=tuple(findings.reasons))
+
+
+def _check_sample_sheet(text: str, keys: set[str], findings: _Findings) -> tuple[Mapping[str, str], ...]:
+    rows = [
+        row for row in csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter="\t") if any(c.strip() for c in row)
+    ]
+    if not rows:
+        findings.add(f"{SAMPLE_SHEET} is empty")
+        return ()
+
+    header = [column.strip() for column in rows[0]]
+    header_valid = tuple(header) == SAMPLE_SHEET_COLUMNS
+    if not header_valid:
+        findings.add(_header_problem(header))
+
+    samples: list[Mapping[str, str]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for line_number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(SAMPLE_SHEET_COLUMNS):
+            findings.add(f"{SAMPLE_SHEET} line {line_number}: {len(row)} fields, expected {len(SAMPLE_SHEET_COLUMNS)}")
+            continue
+
+        if not header_valid:
+            continue  # the columns' meaning is unknown; the header's problem is reported once
+
+        sample = {column: value.strip() for column, value in zip(SAMPLE_SHEET_COLUMNS, row, strict=True)}
+        _check_sample_row(sample, line_number, keys, findings)
+
+        identity = (sample["RUN_ID"], sample["SAMPLE_ID"], sample["LANE"])
+        if identity in seen:
+            findings.add(f"{SAMPLE_SHEET} line {line_number}: RUN_ID, SAMPLE_ID and LANE repeat an earlier row")
+        seen.add(identity)
+        samples.append(sample)
+
+    if len(rows) == 1:
+        findings.add(f"{SAMPLE_SHEET} has a header but no sample rows")
+    return tuple(samples) if header_valid else ()
+
+
+def _header_problem(header: list[str]) -> str:
+    expected = list(SAMPLE_SHEET_COLUMNS)
+    missing = [column for column in expected if column not in header]
+    unexpected = [column for column in header if column not in expected]
+
+    details = [f"{len(header)} columns, expected {len(expected)}"]
+    if missing:
+        details.append("missing " + ", ".join(missing))
+    if unexpected:
+        details.append("unexpected " + ", ".join(unexpected))
+    if not missing and not unexpected:
+        details.append("columns out of order")
+    return f"{SAMPLE_SHEET} header: " + "; ".join(details)
+
+
+def _check_sample_row(sample: Mapping[str, str], line_number: int, keys: set[str], findings: _Findings) -> None:
+    where = f"{SAMPLE_SHEET} line {line_number}"
+    if not sample["SAMPLE_ID"]:
+        findings.add(f"{where}: SAMPLE_ID is empty")
+    if not sample["RUN_ID"]:
+        findings.add(f"{where}: RUN_ID is empty")
+
+    for column in ("R1_FQ", "R2_FQ"):
+        value = sample[column]
+        if not value and column == "R2_FQ":
+            continue  # single-end data has no R2
+        problem = _fastq_location_problem(value, keys)
+        if problem:
+            findings.add(f"{where}: {column} {problem}")
+
+
+def _fastq_location_problem(value: str, keys: set[str]) -> str | None:
+    if value.startswith("s3://"):
+        bucket, _, key = value[len("s3://") :].partition("/")
+        return None if bucket and key else f"{value!r} is not a full s3://bucket/key URI"
+
+    relative = value.removeprefix("./")
+    if not relative.startswith(SAMPLE_DATA):
+        return f"{value!r} is neither an s3:// URI nor a path under {SAMPLE_DATA}"
+    if relative not in keys:
+        return f"{value!r} is not in the folder"
+    return None
+
+
+def _check_work_file(text: str, findings: _Findings) -> WorkSpec | None:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        findings.add(f"{WORK_FILE} is not valid YAML{where}")
+        return None
+
+    if not isinstance(document, dict):
+        findings.add(f"{WORK_FILE} must be a mapping of keys to values")
+        return None
+
+    fields: dict[str, Any] = {}
+    for name, aliases in WORK_FILE_KEYS.items():
+        given = [alias for alias in aliases if alias in document]
+        if len(given) > 1:
+            findings.add(f"{WORK_FILE}: {' and '.join(given)} say the same thing; give one")
+        if given and document[given[0]] is not None:
+            fields[name] = document[given[0]]
+
+    return _work_spec(fields, findings)
+
+
+def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
+    problems_before = len(findings.reasons)
+    run_command = fields.get("run_command")
+    if run_command is None:
+        findings.add(f"{WORK_FILE}: the run command (dy-r) is missing")
+    elif not isinstance(run_command, str) or not run_command.strip():
+        findings.add(f"{WORK_FILE}: dy-r must be a non-empty string")
+
+    for name in ("clone_args", "export_uri", "workdir_name", "budget", "cluster_name"):
+        if name in fields and not isinstance(fields[name], str | int | float):
+            findings.add(f"{WORK_FILE}: {WORK_FILE_KEYS[name][0]} must be a single value")
+        elif name in fields:
+            fields[name] = str(fields[name])
+
+    if "priority" in fields and fields["priority"] not in {p.value for p in Priority}:
+        choices = "|".join(p.value for p in Priority)
+        findings.add(f"{WORK_FILE}: priority {fields['priority']!r} is not one of {choices}")
+
+    if "depends_on" in fields:
+        depends_on = fields["depends_on"]
+        depends_on = [depends_on] if isinstance(depends_on, str) else depends_on
+        if not isinstance(depends_on, list) or not all(isinstance(name, str) and name for name in depends_on):
+            findings.add(f"{WORK_FILE}: depends_on must be a list of workset names")
+        else:
+            fields["depends_on"] = tuple(depends_on)
+
+    if "deadline" in fields:
+        deadline = _parse_deadline(fields["deadline"])
+        if deadline is None:
+            findings.add(f"{WORK_FILE}: deadline {fields['deadline']!r} is not an ISO-8601 date or time")
+        fields["deadline"] = deadline
+
+    if len(findings.reasons) > problems_before:
+        return None
+    try:
+        return WorkSpec(**fields)
+    except ValidationError as exc:
+        findings.add(f"{WORK_FILE}: {exc.errors()[0]['msg']}")
+        return None
+
+
+def _parse_deadline(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

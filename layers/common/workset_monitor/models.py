@@ -1,0 +1,161 @@
+"""The workset domain's nouns: states, priorities, error categories, worksets, leases, history, clusters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class State(StrEnum):
+    READY = "ready"
+    LOCKED = "locked"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELED = "canceled"
+    IGNORED = "ignored"
+    ARCHIVED = "archived"
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """Queue order: lower runs first."""
+        return {Priority.URGENT: 0, Priority.NORMAL: 1, Priority.LOW: 2}[self]
+
+
+class ErrorCategory(StrEnum):
+    VALIDATION = "validation"
+    DATA = "data"
+    CONFIGURATION = "configuration"
+    TRANSIENT = "transient"
+    RESOURCE = "resource"
+    LEASE_EXPIRED = "lease_expired"
+    PERMANENT = "permanent"
+
+    @property
+    def retries_by_itself(self) -> bool:
+        return self in (ErrorCategory.TRANSIENT, ErrorCategory.RESOURCE, ErrorCategory.LEASE_EXPIRED)
+
+
+class ClusterStatus(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    UNAVAILABLE = "unavailable"
+
+
+class WorkSpec(BaseModel):
+    """What `daylily_work.yaml` asks for, with its aliases resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_command: str
+    clone_args: str | None = None
+    export_uri: str | None = None
+    workdir_name: str | None = None
+    budget: str | None = None
+    cluster_name: str | None = None
+    priority: Priority = Priority.NORMAL
+    depends_on: tuple[str, ...] = ()
+    deadline: datetime | None = None
+
+
+class Lease(BaseModel):
+    """An agent's hold on a workset. The token fences writes: a write carrying an older token is refused."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    token: int
+    expires_at: datetime
+
+
+class Workset(BaseModel):
+    """One workset as the table holds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workset_id: str
+    bucket: str
+    folder: str = Field(description="The workset's folder key in the bucket, ending with a slash.")
+    state: State
+    version: int = 1
+    priority: Priority = Priority.NORMAL
+    attempt: int = 1
+    max_attempts: int = 3
+    created_at: datetime
+    updated_at: datetime
+    work: WorkSpec | None = None
+    sample_count: int = 0
+    error_category: ErrorCategory | None = None
+    error_reasons: tuple[str, ...] = ()
+    assigned_cluster: str | None = Field(default=None, description="The cluster the scheduler chose, while ready.")
+    cluster: str | None = Field(default=None, description="The cluster that holds or last held the workset.")
+    lease: Lease | None = None
+    sentinel_sequencer: str | None = Field(
+        default=None, description="S3 sequencer of the sentinel event that registered it, to spot duplicates."
+    )
+
+    @property
+    def queue_key(self) -> str:
+        """Sort key of the queue: priority first, then age, then id for a total order."""
+        return f"{self.priority.rank}#{self.created_at.isoformat()}#{self.workset_id}"
+
+    @property
+    def active_cluster(self) -> str | None:
+        """The cluster whose capacity this workset takes: assigned while ready, or holding it while it runs."""
+        if self.state is State.READY:
+            return self.assigned_cluster
+        if self.state in (State.LOCKED, State.IN_PROGRESS):
+            return self.cluster
+        return None
+
+
+class HistoryEntry(BaseModel):
+    """One change of a workset, kept beside it (not inside it) so history has no size limit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workset_id: str
+    version: int
+    event: str = Field(description="registered, transition, assigned, ...")
+    from_state: State | None = None
+    to_state: State
+    at: datetime
+    actor: str
+    reason: str = ""
+    attempt: int = 1
+    error_category: ErrorCategory | None = None
+    cluster: str | None = None
+
+
+class Cluster(BaseModel):
+    """A compute cluster that agents registered and keep alive."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    region: str = "us-west-2"
+    availability_zone: str | None = None
+    max_worksets: int = Field(default=1, ge=1, le=10_000)
+    vcpus: int = Field(default=0, ge=0)
+    cost_per_vcpu_hour: float = Field(default=0.0, ge=0)
+    status: ClusterStatus = ClusterStatus.ACTIVE
+    registered_at: datetime = Field(default_factory=utcnow)
+    last_heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+def to_json_dict(model: BaseModel) -> dict[str, Any]:
+    """A model as the API and the notifications show it: JSON types, no None values."""
+    return model.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,151 @@
+"""Registering a workset when a person drops a sentinel into its folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from .bucket import FolderSnapshot
+from .errors import TransitionRefused, WorksetExists
+from .layout import SAMPLE_SHEET, SENTINEL_IGNORE, WORK_FILE, SentinelKey, validate_folder
+from .models import ErrorCategory, Priority, State, Workset, utcnow
+from .observability import logger
+from .states import allowed_next
+from .store import WorksetStore
+
+ACTOR = "register"
+
+ReadFolder = Callable[[str], FolderSnapshot]
+"""What the registrar needs from S3: a folder's snapshot (the S3 adapter, or a fake in unit tests)."""
+
+
+class Outcome(StrEnum):
+    REGISTERED = "registered"
+    DUPLICATE = "duplicate"
+    RETRIED = "retried"
+    IGNORED = "ignored"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Registration:
+    outcome: Outcome
+    workset: Workset
+
+
+class Registrar:
+    """Turns a sentinel event into a registered workset. Idempotent: a redelivered event changes nothing."""
+
+    def __init__(self, store: WorksetStore, read_folder: ReadFolder, bucket: str) -> None:
+        self.store = store
+        self.read_folder = read_folder
+        self.bucket = bucket
+
+    def on_sentinel(self, sentinel: SentinelKey, sequencer: str | None, now: datetime | None = None) -> Registration:
+        now = now or utcnow()
+        existing = self.store.find(sentinel.workset_id)
+        if existing is not None:
+            return self._on_existing(existing, sentinel, sequencer, now)
+
+        workset = self._new_workset(sentinel, sequencer, now)
+        try:
+            self.store.register(workset, actor=ACTOR, reason=_registration_reason(workset, sentinel))
+        except WorksetExists:
+            # Another delivery of this event, or another sentinel, won the race; what it wrote stands.
+            existing = self.store.get(sentinel.workset_id)
+            return self._on_existing(existing, sentinel, sequencer, now)
+
+        logger.info("workset registered", workset_id=workset.workset_id, state=workset.state)
+        return Registration(Outcome.REGISTERED, workset)
+
+    def _on_existing(
+        self, existing: Workset, sentinel: SentinelKey, sequencer: str | None, now: datetime
+    ) -> Registration:
+        if sequencer is not None and existing.sentinel_sequencer == sequencer:
+            logger.info("duplicate sentinel event", workset_id=existing.workset_id, sequencer=sequencer)
+            return Registration(Outcome.DUPLICATE, existing)
+
+        if sentinel.sentinel == SENTINEL_IGNORE:
+            return self._ignore(existing, sequencer, now)
+        if existing.state is State.ERROR:
+            return self._retry(existing, sentinel, sequencer, now)
+
+        logger.info("workset already registered", workset_id=existing.workset_id, state=existing.state)
+        return Registration(Outcome.UNCHANGED, existing)
+
+    def _ignore(self, existing: Workset, sequencer: str | None, now: datetime) -> Registration:
+        if State.IGNORED not in allowed_next(existing.state):
+            logger.warning("ignore sentinel refused", workset_id=existing.workset_id, state=existing.state)
+            return Registration(Outcome.UNCHANGED, existing)
+
+        workset = self.store.transition(
+            existing,
+            State.IGNORED,
+            actor=ACTOR,
+            reason=f"{SENTINEL_IGNORE} dropped",
+            changes={"sentinel_sequencer": sequencer},
+            now=now,
+        )
+        return Registration(Outcome.IGNORED, workset)
+
+    def _retry(self, existing: Workset, sentinel: SentinelKey, sequencer: str | None, now: datetime) -> Registration:
+        """A fresh ready sentinel in the folder of a failed workset asks for a new attempt, after a new validation."""
+        fresh = self._new_workset(sentinel, sequencer, now)
+        if fresh.state is State.ERROR:
+            logger.warning(
+                "retry refused, folder still invalid", workset_id=existing.workset_id, reasons=fresh.error_reasons
+            )
+            return Registration(Outcome.UNCHANGED, existing)
+
+        try:
+            workset = self.store.transition(
+                existing,
+                State.READY,
+                actor=ACTOR,
+                reason=f"fresh {sentinel.sentinel} dropped",
+                changes={
+                    "attempt": existing.attempt + 1,
+                    "work": fresh.work,
+                    "priority": fresh.priority,
+                    "sample_count": fresh.sample_count,
+                    "sentinel_sequencer": sequencer,
+                },
+                now=now,
+            )
+        except TransitionRefused:
+            return Registration(Outcome.UNCHANGED, existing)
+        logger.info("workset retried", workset_id=workset.workset_id, attempt=workset.attempt)
+        return Registration(Outcome.RETRIED, workset)
+
+    def _new_workset(self, sentinel: SentinelKey, sequencer: str | None, now: datetime) -> Workset:
+        snapshot = self.read_folder(sentinel.folder)
+        report = validate_folder(snapshot.sizes, snapshot.texts.get(SAMPLE_SHEET), snapshot.texts.get(WORK_FILE))
+        reasons = snapshot.problems + report.reasons
+
+        if sentinel.sentinel == SENTINEL_IGNORE:
+            state = State.IGNORED
+        else:
+            state = State.ERROR if reasons or report.work is None else State.READY
+
+        return Workset(
+            workset_id=sentinel.workset_id,
+            bucket=self.bucket,
+            folder=sentinel.folder,
+            state=state,
+            priority=report.work.priority if report.work else Priority.NORMAL,
+            created_at=now,
+            updated_at=now,
+            work=report.work,
+            sample_count=report.sample_count,
+            error_category=ErrorCategory.VALIDATION if state is State.ERROR else None,
+            error_reasons=reasons if state is State.ERROR else (),
+            sentinel_sequencer=sequencer,
+        )
+
+
+def _registration_reason(workset: Workset, sentinel: SentinelKey) -> str:
+    if workset.state is State.ERROR:
+        return f"{sentinel.sentinel} dropped; folder invalid: " + "; ".join(workset.error_reasons)
+    return f"{sentinel.sentinel} dropped"

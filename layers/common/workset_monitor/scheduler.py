@@ -1,0 +1,85 @@
+"""One tick of the schedule function: release expired leases, then assign ready worksets to clusters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .errors import ConcurrentUpdate, TransitionRefused
+from .models import ErrorCategory, State, Workset, utcnow
+from .observability import logger
+from .scheduling import ClusterLoad, Decision, plan
+from .store import WorksetStore
+
+ACTOR = "scheduler"
+
+
+@dataclass
+class TickReport:
+    expired: list[str] = field(default_factory=list)
+    assigned: list[Decision] = field(default_factory=list)
+    waiting: list[Decision] = field(default_factory=list)
+    conflicts: int = 0
+
+
+class Scheduler:
+    def __init__(self, store: WorksetStore, clock_skew_seconds: int) -> None:
+        self.store = store
+        self.clock_skew = timedelta(seconds=clock_skew_seconds)
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        now = now or utcnow()
+        report = TickReport()
+
+        for state in (State.LOCKED, State.IN_PROGRESS):
+            for workset in self.store.worksets_in(state):
+                if self._lease_expired(workset, now) and self._expire(workset, now, report):
+                    report.expired.append(workset.workset_id)
+
+        ready = {workset.workset_id: workset for workset in self.store.worksets_in(State.READY)}
+        loads = [
+            ClusterLoad(cluster, sum(1 for _ in self.store.worksets_on(cluster.name)))
+            for cluster in self.store.list_clusters()
+        ]
+        for decision in plan(list(ready.values()), loads, now):
+            if decision.cluster is None:
+                report.waiting.append(decision)
+                continue
+            if self._assign(ready[decision.workset_id], decision, now, report):
+                report.assigned.append(decision)
+
+        return report
+
+    def _lease_expired(self, workset: Workset, now: datetime) -> bool:
+        """Expired by our clock even if our clock runs up to `clock_skew` ahead of the agent's."""
+        return workset.lease is not None and workset.lease.expires_at + self.clock_skew < now
+
+    def _expire(self, workset: Workset, now: datetime, report: TickReport) -> bool:
+        assert workset.lease is not None
+        reason = f"lease of {workset.lease.owner} expired at {workset.lease.expires_at.isoformat()}"
+        try:
+            self.store.transition(
+                workset,
+                State.ERROR,
+                actor=ACTOR,
+                reason=reason,
+                error_category=ErrorCategory.LEASE_EXPIRED,
+                error_reasons=(reason,),
+                now=now,
+            )
+        except (ConcurrentUpdate, TransitionRefused):
+            # The agent heartbeated or finished since we read it: the lease is alive after all.
+            report.conflicts += 1
+            return False
+        logger.warning("lease expired", workset_id=workset.workset_id, owner=workset.lease.owner)
+        return True
+
+    def _assign(self, workset: Workset, decision: Decision, now: datetime, report: TickReport) -> bool:
+        assert decision.cluster is not None
+        try:
+            self.store.assign(workset, cluster=decision.cluster, reason=decision.reason, now=now)
+        except (ConcurrentUpdate, TransitionRefused):
+            report.conflicts += 1
+            return False
+        logger.info("workset assigned", workset_id=workset.workset_id, cluster=decision.cluster, reason=decision.reason)
+        return True

@@ -1,0 +1,42 @@
+"""One settings model for every function, read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class Settings(BaseModel):
+    """What a function needs to know about its deployment. The template sets these on every function."""
+
+    table_name: str = Field(min_length=1, description="WORKSET_TABLE")
+    bucket: str = Field(min_length=1, description="WORKSET_BUCKET")
+    prefix: str = Field(default="daylily_monitoring/active_worksets/", description="WORKSET_PREFIX")
+    topic_arn: str | None = Field(default=None, description="WORKSET_TOPIC_ARN")
+    lease_seconds: int = Field(default=900, ge=60, le=86_400, description="LEASE_SECONDS")
+    clock_skew_seconds: int = Field(default=60, ge=0, le=3600, description="CLOCK_SKEW_SECONDS")
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {
+            "table_name": env.get("WORKSET_TABLE", ""),
+            "bucket": env.get("WORKSET_BUCKET", ""),
+            "prefix": env.get("WORKSET_PREFIX", "daylily_monitoring/active_worksets/"),
+            "topic_arn": env.get("WORKSET_TOPIC_ARN") or None,
+            "lease_seconds": env.get("LEASE_SECONDS", "900"),
+            "clock_skew_seconds": env.get("CLOCK_SKEW_SECONDS", "60"),
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{error['loc'][0]}: {error['msg']}" for error in exc.errors())
+            raise RuntimeError(f"the function's environment is not usable: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The settings of this process, read on first use."""
+    return Settings.from_environ()

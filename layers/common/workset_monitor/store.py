@@ -1,0 +1,472 @@
+"""The DynamoDB store of worksets, their history and the clusters.
+
+One table holds three kinds of item, told apart by their sort key:
+
+| item     | pk                  | sk                   |
+|----------|---------------------|----------------------|
+| workset  | `WORKSET#<id>`      | `WORKSET`            |
+| history  | `WORKSET#<id>`      | `HISTORY#<version>`  |
+| cluster  | `CLUSTER#<name>`    | `CLUSTER`            |
+
+Every write of a workset is conditional on the version it was read at, and bumps it, so no two writers can both
+succeed. A state change writes the workset and its history entry in one transaction; history entries are items of
+their own, so a workset's history is not bounded by DynamoDB's 400 KB item limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from .errors import (
+    ClusterNotFound,
+    ConcurrentUpdate,
+    LeaseLost,
+    TransitionRefused,
+    WorksetError,
+    WorksetExists,
+    WorksetNotFound,
+)
+from .models import Cluster, ErrorCategory, HistoryEntry, Lease, State, Workset, utcnow
+from .states import check_transition
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+WORKSET_SK = "WORKSET"
+CLUSTER_SK = "CLUSTER"
+HISTORY_PREFIX = "HISTORY#"
+BY_STATE = "by-state"
+BY_CLUSTER = "by-cluster"
+BY_ENTITY = "by-entity"
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class InvalidPageToken(WorksetError):
+    def __init__(self) -> None:
+        super().__init__("the page token is not one this API gave out")
+
+
+class WorksetStore:
+    """Reads and conditionally writes worksets, history and clusters in the workset table."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self.table_name = table_name
+        self.client: DynamoDBClient = client or boto3.client("dynamodb")
+
+    # --- worksets: reads -------------------------------------------------------------------------------------------
+
+    def get(self, workset_id: str, *, consistent: bool = True) -> Workset:
+        response = self.client.get_item(
+            TableName=self.table_name, Key=_key(_workset_pk(workset_id), WORKSET_SK), ConsistentRead=consistent
+        )
+        if "Item" not in response:
+            raise WorksetNotFound(workset_id)
+        return _workset_from_item(_plain(response["Item"]))
+
+    def find(self, workset_id: str) -> Workset | None:
+        try:
+            return self.get(workset_id)
+        except WorksetNotFound:
+            return None
+
+    def history(
+        self, workset_id: str, *, limit: int = 100, page_token: str | None = None
+    ) -> tuple[list[HistoryEntry], str | None]:
+        """One page of a workset's history, oldest first."""
+        response = self.client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :history)",
+            ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}, ":history": {"S": HISTORY_PREFIX}},
+            Limit=limit,
+            **_start(page_token),
+        )
+        entries = [HistoryEntry.model_validate(_plain(item)) for item in response["Items"]]
+        return entries, _token(response)
+
+    def full_history(self, workset_id: str) -> list[HistoryEntry]:
+        entries: list[HistoryEntry] = []
+        page_token: str | None = None
+        while True:
+            page, page_token = self.history(workset_id, limit=1000, page_token=page_token)
+            entries.extend(page)
+            if page_token is None:
+                return entries
+
+    def list_worksets(
+        self, *, state: State | None = None, limit: int = 50, page_token: str | None = None
+    ) -> tuple[list[Workset], str | None]:
+        """One page of worksets: of one state in queue order, or all of them oldest first."""
+        if state is not None:
+            index, attribute, value = BY_STATE, "state", state.value
+        else:
+            index, attribute, value = BY_ENTITY, "entity", "workset"
+
+        response = self.client.query(
+            TableName=self.table_name,
+            IndexName=index,
+            KeyConditionExpression="#attribute = :value",
+            ExpressionAttributeNames={"#attribute": attribute},
+            ExpressionAttributeValues={":value": {"S": value}},
+            Limit=limit,
+            **_start(page_token),
+        )
+        return [_workset_from_item(_plain(item)) for item in response["Items"]], _token(response)
+
+    def worksets_in(self, state: State) -> Iterator[Workset]:
+        """Every workset in a state, in queue order (priority, then age)."""
+        for item in self._query_all(BY_STATE, "state", state.value):
+            yield _workset_from_item(item)
+
+    def worksets_on(self, cluster: str) -> Iterator[Workset]:
+        """The worksets a cluster holds: assigned to it while ready, or locked or running on it."""
+        for item in self._query_all(BY_CLUSTER, "active_cluster", cluster):
+            yield _workset_from_item(item)
+
+    def count_by_state(self) -> dict[State, int]:
+        # NOTE: one COUNT query per state; the ones of finished states read their whole partition of the index,
+        # so this grows with the number of finished worksets. Counters kept by the stream would not.
+        counts: dict[State, int] = {}
+        for state in State:
+            total = 0
+            start: dict[str, Any] = {}
+            while True:
+                response = self.client.query(
+                    TableName=self.table_name,
+                    IndexName=BY_STATE,
+                    KeyConditionExpression="#state = :state",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={":state": {"S": state.value}},
+                    Select="COUNT",
+                    **start,
+                )
+                total += response["Count"]
+                if "LastEvaluatedKey" not in response:
+                    break
+                start = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
+            counts[state] = total
+        return counts
+
+    # --- worksets: writes ------------------------------------------------------------------------------------------
+
+    def register(self, workset: Workset, *, actor: str, reason: str = "") -> Workset:
+        """Write a new workset and its first history entry. Raise `WorksetExists` when the id is taken."""
+        entry = _history_entry(workset, None, "registered", actor, reason)
+        try:
+            self._write(workset, entry, condition="attribute_not_exists(pk)", values={})
+        except ConcurrentUpdate as exc:
+            raise WorksetExists(workset.workset_id) from exc
+        return workset
+
+    def transition(
+        self,
+        workset: Workset,
+        to_state: State,
+        *,
+        actor: str,
+        reason: str = "",
+        error_category: ErrorCategory | None = None,
+        error_reasons: tuple[str, ...] = (),
+        lease_token: int | None = None,
+        changes: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Workset:
+        """Move `workset` (as read) to `to_state`, if the state table allows it and nobody wrote it since.
+
+        An agent passes its `lease_token`; the write is refused with `LeaseLost` unless it is the current lease.
+        Leaving `ready` drops the scheduler's assignment; leaving `locked` and `in_progress` drops the lease.
+        """
+        check_transition(workset.workset_id, workset.state, to_state)
+        _check_lease(workset, lease_token)
+
+        update: dict[str, Any] = {
+            "state": to_state,
+            "error_category": error_category if to_state is State.ERROR else None,
+            "error_reasons": error_reasons if to_state is State.ERROR else (),
+            **(changes or {}),
+        }
+        if to_state not in (State.LOCKED, State.IN_PROGRESS):
+            update["lease"] = None
+        if to_state is not State.READY:
+            update["assigned_cluster"] = None
+
+        new = _next_version(workset, update, now)
+        entry = _history_entry(new, workset.state, "transition", actor, reason)
+        self._write_over(workset, new, entry, lease_token)
+        return new
+
+    def claim(
+        self, workset: Workset, *, owner: str, cluster: str, lease_seconds: int, now: datetime | None = None
+    ) -> Workset:
+        """Take the lease of a ready workset for `owner` on `cluster`: `ready` -> `locked`.
+
+        The fencing token is the version the claim writes, so a later claim always holds a larger token.
+        """
+        if workset.assigned_cluster and workset.assigned_cluster != cluster:
+            rule = f"it is assigned to cluster {workset.assigned_cluster}"
+            raise TransitionRefused(workset.workset_id, workset.state, State.LOCKED, rule)
+
+        now = now or utcnow()
+        lease = Lease(owner=owner, token=workset.version + 1, expires_at=now + timedelta(seconds=lease_seconds))
+        return self.transition(
+            workset,
+            State.LOCKED,
+            actor=owner,
+            reason=f"claimed on cluster {cluster}",
+            changes={"lease": lease, "cluster": cluster},
+            now=now,
+        )
+
+    def heartbeat(
+        self, workset: Workset, *, lease_token: int, lease_seconds: int, now: datetime | None = None
+    ) -> Workset:
+        """Extend the lease held with `lease_token`. Not a state change, so no history entry."""
+        _check_lease(workset, lease_token)
+        assert workset.lease is not None  # checked above
+
+        now = now or utcnow()
+        lease = workset.lease.model_copy(update={"expires_at": now + timedelta(seconds=lease_seconds)})
+        new = _next_version(workset, {"lease": lease}, now)
+        self._write_over(workset, new, None, lease_token)
+        return new
+
+    def assign(self, workset: Workset, *, cluster: str, reason: str, now: datetime | None = None) -> Workset:
+        """Record the scheduler's choice of cluster for a ready workset."""
+        if workset.state is not State.READY:
+            raise TransitionRefused(workset.workset_id, workset.state, State.READY, "only a ready workset is assigned")
+
+        new = _next_version(workset, {"assigned_cluster": cluster}, now)
+        entry = _history_entry(new, State.READY, "assigned", "scheduler", reason)
+        self._write_over(workset, new, entry, None)
+        return new
+
+    # --- clusters --------------------------------------------------------------------------------------------------
+
+    def put_cluster(self, cluster: Cluster) -> Cluster:
+        item = {
+            "pk": f"CLUSTER#{cluster.name}",
+            "sk": CLUSTER_SK,
+            "entity": "cluster",
+            "created_key": cluster.name,
+            **cluster.model_dump(mode="json", exclude_none=True),
+        }
+        self.client.put_item(TableName=self.table_name, Item=_typed(item))
+        return cluster
+
+    def get_cluster(self, name: str) -> Cluster:
+        response = self.client.get_item(TableName=self.table_name, Key=_key(f"CLUSTER#{name}", CLUSTER_SK))
+        if "Item" not in response:
+            raise ClusterNotFound(name)
+        return Cluster.model_validate(_plain(response["Item"]))
+
+    def list_clusters(self) -> list[Cluster]:
+        return [Cluster.model_validate(item) for item in self._query_all(BY_ENTITY, "entity", "cluster")]
+
+    # --- plumbing --------------------------------------------------------------------------------------------------
+
+    def _query_all(self, index: str, attribute: str, value: str) -> Iterator[dict[str, Any]]:
+        start: dict[str, Any] = {}
+        while True:
+            response = self.client.query(
+                TableName=self.table_name,
+                IndexName=index,
+                KeyConditionExpression="#attribute = :value",
+                ExpressionAttributeNames={"#attribute": attribute},
+                ExpressionAttributeValues={":value": {"S": value}},
+                **start,
+            )
+            for item in response["Items"]:
+                yield _plain(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            start = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
+
+    def _write_over(self, old: Workset, new: Workset, entry: HistoryEntry | None, lease_token: int | None) -> None:
+        """Replace `old` with `new` unless someone wrote the workset since `old` was read."""
+        condition = "#version = :version AND #state = :state"
+        values = {":version": old.version, ":state": old.state.value}
+        if lease_token is not None:
+            condition += " AND #lease.#token = :token"
+            values[":token"] = lease_token
+
+        try:
+            self._write(new, entry, condition=condition, values=values)
+        except ConcurrentUpdate:
+            current = self.get(old.workset_id)
+            if lease_token is not None and (current.lease is None or current.lease.token != lease_token):
+                raise LeaseLost(old.workset_id, lease_token) from None
+            raise
+
+    def _write(self, workset: Workset, entry: HistoryEntry | None, *, condition: str, values: dict[str, Any]) -> None:
+        names = {name: name[1:] for name in ("#version", "#state", "#lease", "#token") if name in condition}
+        put: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": _typed(_workset_item(workset)),
+            "ConditionExpression": condition,
+        }
+        if names:
+            put["ExpressionAttributeNames"] = names
+        if values:
+            put["ExpressionAttributeValues"] = _typed(values)
+
+        try:
+            if entry is None:
+                self.client.put_item(**put)
+                return
+            history: dict[str, Any] = {
+                "TableName": self.table_name,
+                "Item": _typed(_history_item(entry)),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+            items: list[Any] = [{"Put": put}, {"Put": history}]
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _condition_failed(exc):
+                raise ConcurrentUpdate(workset.workset_id, workset.version - 1) from exc
+            raise
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    if error.get("Code") == "ConditionalCheckFailedException":
+        return True
+    if error.get("Code") != "TransactionCanceledException":
+        return False
+
+    reasons = exc.response.get("CancellationReasons") or []
+    if reasons:
+        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+    # NOTE: some emulators put the reasons only into the message, as "[ConditionalCheckFailed, None]".
+    return "ConditionalCheckFailed" in error.get("Message", "")
+
+
+def _check_lease(workset: Workset, lease_token: int | None) -> None:
+    if lease_token is None:
+        return
+    if workset.lease is None or workset.lease.token != lease_token:
+        raise LeaseLost(workset.workset_id, lease_token)
+
+
+def _next_version(workset: Workset, update: Mapping[str, Any], now: datetime | None) -> Workset:
+    return workset.model_copy(update={**update, "version": workset.version + 1, "updated_at": now or utcnow()})
+
+
+def _history_entry(workset: Workset, from_state: State | None, event: str, actor: str, reason: str) -> HistoryEntry:
+    return HistoryEntry(
+        workset_id=workset.workset_id,
+        version=workset.version,
+        event=event,
+        from_state=from_state,
+        to_state=workset.state,
+        at=workset.updated_at,
+        actor=actor,
+        reason=reason,
+        attempt=workset.attempt,
+        error_category=workset.error_category,
+        cluster=workset.assigned_cluster or workset.cluster,
+    )
+
+
+def _workset_pk(workset_id: str) -> str:
+    return f"WORKSET#{workset_id}"
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _workset_item(workset: Workset) -> dict[str, Any]:
+    item = {
+        "pk": _workset_pk(workset.workset_id),
+        "sk": WORKSET_SK,
+        "entity": "workset",
+        "created_key": f"{workset.created_at.isoformat()}#{workset.workset_id}",
+        "queue_key": workset.queue_key,
+        **workset.model_dump(mode="json", exclude_none=True),
+    }
+    if workset.active_cluster:
+        item["active_cluster"] = workset.active_cluster
+    if not item.get("error_reasons"):
+        item.pop("error_reasons", None)
+    return item
+
+
+def _history_item(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "pk": _workset_pk(entry.workset_id),
+        "sk": f"{HISTORY_PREFIX}{entry.version:012d}",
+        **entry.model_dump(mode="json", exclude_none=True),
+    }
+
+
+def _workset_from_item(item: Mapping[str, Any]) -> Workset:
+    return Workset.model_validate(item)
+
+
+def _typed(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(_to_dynamo(value)) for key, value in item.items()}
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {key: _to_dynamo(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(inner) for inner in value]
+    return value
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as JSON types: numbers become int or float."""
+    return {key: _from_dynamo(_deserializer.deserialize(value)) for key, value in item.items()}
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _from_dynamo(inner) for key, inner in value.items()}
+    if isinstance(value, list | set):
+        return [_from_dynamo(inner) for inner in value]
+    return value
+
+
+def _start(page_token: str | None) -> dict[str, Any]:
+    if not page_token:
+        return {}
+    try:
+        key = json.loads(base64.urlsafe_b64decode(page_token.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+        raise InvalidPageToken() from exc
+    if not isinstance(key, dict):
+        raise InvalidPageToken()
+    return {"ExclusiveStartKey": key}
+
+
+def _token(response: Mapping[str, Any]) -> str | None:
+    key = response.get("LastEvaluatedKey")
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode("ascii")
+
+
+def plain_image(image: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream record's image (DynamoDB JSON) as JSON types."""
+    return _plain(image)
+
+
+def workset_from_image(image: Mapping[str, Any]) -> Workset:
+    """The workset a stream image holds."""
+    return _workset_from_item(_plain(image))
