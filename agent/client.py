@@ -1,0 +1,130 @@
+"""A small client of the workset monitor API, signing every request with SigV4 from the standard AWS credentials."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass
+class ApiError(Exception):
+    """The API answered with an error. `code` is the API's error code, e.g. `lease_lost`."""
+
+    status: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+class ApiClient:
+    """Calls the API; retries throttling, server errors and connection failures with exponential backoff."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        region: str | None = None,
+        session: boto3.Session | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session or boto3.Session()
+        self.region = region or self.session.region_name or "us-east-1"
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.http = requests.Session()
+
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        """Send one request and return its JSON answer (None for 204)."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._send(method, path, body, params)
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == self.retries:
+                    raise
+            else:
+                if response.status_code not in RETRIED_STATUSES or attempt == self.retries:
+                    return _answer(response)
+            time.sleep(self.backoff_seconds * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, path: str, body: Any, params: dict[str, str] | None) -> requests.Response:
+        url = self.base_url + path
+        data = json.dumps(body).encode() if body is not None else None
+        prepared = requests.Request(method, url, params=params, data=data).prepare()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+
+        credentials = self.session.get_credentials()
+        if credentials is not None:
+            signed = AWSRequest(method=method, url=prepared.url, data=data, headers=headers)
+            SigV4Auth(credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(signed)
+            headers = dict(signed.headers.items())
+
+        return self.http.request(method, prepared.url or url, data=data, headers=headers, timeout=self.timeout)
+
+    # --- the calls the agent and the CLI make ----------------------------------------------------------------------
+
+    def register_cluster(self, cluster: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("POST", "/clusters", cluster)
+        return answer
+
+    def next_workset(self, cluster: str) -> dict[str, Any] | None:
+        answer: dict[str, Any] | None = self.request("GET", "/worksets/next", params={"cluster": cluster})
+        return answer
+
+    def get_workset(self, workset_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", f"/worksets/{_segment(workset_id)}")
+        return answer
+
+    def claim(self, workset_id: str, owner: str, cluster: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request(
+            "POST", f"/worksets/{_segment(workset_id)}/lock", {"owner": owner, "cluster": cluster}
+        )
+        return answer
+
+    def heartbeat(self, workset_id: str, lease_token: int) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request(
+            "POST", f"/worksets/{_segment(workset_id)}/heartbeat", {"lease_token": lease_token}
+        )
+        return answer
+
+    def change_state(self, workset_id: str, state: str, **fields: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request(
+            "PUT", f"/worksets/{_segment(workset_id)}/state", {"state": state, **fields}
+        )
+        return answer
+
+
+def _segment(workset_id: str) -> str:
+    """A workset id as one path segment: spaces, slashes and non-ASCII letters percent-encoded."""
+    return quote(workset_id, safe="")
+
+
+def _answer(response: requests.Response) -> Any:
+    if response.status_code == 204:
+        return None
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = {}
+    if response.ok:
+        return payload
+
+    error = payload.get("error", {}) if isinstance(payload, dict) else {}
+    message = error.get("message") or (payload.get("message") if isinstance(payload, dict) else None)
+    raise ApiError(response.status_code, error.get("code", "http_error"), message or response.text[:500])
