@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
@@ -9,8 +11,17 @@ from pydantic import BaseModel, ConfigDict
 
 from .models import ErrorCategory, Priority, State, Workset
 
-SMS_LIMIT = 160
-"""One GSM-7 SMS segment."""
+SMS_SEPTETS = 160
+"""One SMS segment in the GSM 03.38 alphabet, in septets (characters of its extension table take two)."""
+
+SMS_UCS2_UNITS = 70
+"""One SMS segment once any character is outside GSM 03.38: UTF-16 code units."""
+
+_GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
 
 SUBJECT_LIMIT = 100
 """SNS's limit on an email subject."""
@@ -91,8 +102,11 @@ def subject(event: WorksetEvent) -> str:
 
 
 def sms_text(event: WorksetEvent) -> str:
-    """A text that fits one SMS segment."""
-    return _one_line(f"{event.workset_id}: {_headline(event)}", SMS_LIMIT)
+    """A text that fits one SMS segment, counted as the phone network counts it."""
+    text = _one_line(f"{event.workset_id}: {_headline(event)}", 10_000)
+    if all(ch in _GSM_BASIC or ch in _GSM_EXTENSION for ch in text):
+        return _fit(text, SMS_SEPTETS, lambda ch: 2 if ch in _GSM_EXTENSION else 1)
+    return _fit(text, SMS_UCS2_UNITS, lambda ch: 2 if ord(ch) > 0xFFFF else 1)
 
 
 def email_text(event: WorksetEvent) -> str:
@@ -125,5 +139,20 @@ def _headline(event: WorksetEvent) -> str:
 
 
 def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    """Control characters (line breaks, terminal escapes) become spaces, runs of space one, cut at `limit`."""
+    printable = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    return _fit(" ".join(printable.split()), limit, lambda ch: 1)
+
+
+def _fit(text: str, limit: int, cost: Callable[[str], int]) -> str:
+    """`text`, or as much of it as fits in `limit` with "..." after it, counting each character's `cost`."""
+    if sum(cost(ch) for ch in text) <= limit:
+        return text
+
+    kept, used = [], 3
+    for ch in text:
+        if used + cost(ch) > limit:
+            break
+        kept.append(ch)
+        used += cost(ch)
+    return "".join(kept) + "..."

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -137,7 +138,7 @@ def workset_name_problem(name: str) -> str | None:
         return "a workset name must be non-empty and not start or end with white space"
     if name in (".", ".."):
         return "a workset name cannot be . or .."
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
         return "a workset name cannot hold control characters"
     if len(name.encode("utf-8")) > MAX_WORKSET_NAME_BYTES:
         return f"a workset name is at most {MAX_WORKSET_NAME_BYTES} bytes"
@@ -173,21 +174,20 @@ def validate_folder(
 
 
 def _check_sample_sheet(text: str, keys: set[str], findings: _Findings) -> tuple[Mapping[str, str], ...]:
-    rows = [
-        row for row in csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter="\t") if any(c.strip() for c in row)
-    ]
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter="\t")
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if not rows:
         findings.add(f"{SAMPLE_SHEET} is empty")
         return ()
 
-    header = [column.strip() for column in rows[0]]
+    header = [column.strip() for column in rows[0][1]]
     header_valid = tuple(header) == SAMPLE_SHEET_COLUMNS
     if not header_valid:
         findings.add(_header_problem(header))
 
     samples: list[Mapping[str, str]] = []
     seen: set[tuple[str, str, str]] = set()
-    for line_number, row in enumerate(rows[1:], start=2):
+    for line_number, row in rows[1:]:
         if len(row) != len(SAMPLE_SHEET_COLUMNS):
             findings.add(f"{SAMPLE_SHEET} line {line_number}: {len(row)} fields, expected {len(SAMPLE_SHEET_COLUMNS)}")
             continue

@@ -103,8 +103,9 @@ class Workset(BaseModel):
     assigned_cluster: str | None = Field(default=None, description="The cluster the scheduler chose, while ready.")
     cluster: str | None = Field(default=None, description="The cluster that holds or last held the workset.")
     lease: Lease | None = None
+    sentinel: str | None = Field(default=None, description="The sentinel whose event last changed the workset.")
     sentinel_sequencer: str | None = Field(
-        default=None, description="S3 sequencer of the sentinel event that registered it, to spot duplicates."
+        default=None, description="The S3 sequencer of that event, to spot redelivered and out-of-order events."
     )
 
     @property

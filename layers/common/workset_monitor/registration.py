@@ -63,19 +63,19 @@ class Registrar:
     def _on_existing(
         self, existing: Workset, sentinel: SentinelKey, sequencer: str | None, now: datetime
     ) -> Registration:
-        if sequencer is not None and existing.sentinel_sequencer == sequencer:
+        if _already_seen(existing, sentinel.sentinel, sequencer):
             logger.info("duplicate sentinel event", workset_id=existing.workset_id, sequencer=sequencer)
             return Registration(Outcome.DUPLICATE, existing)
 
         if sentinel.sentinel == SENTINEL_IGNORE:
-            return self._ignore(existing, sequencer, now)
+            return self._ignore(existing, sentinel, sequencer, now)
         if existing.state is State.ERROR:
             return self._retry(existing, sentinel, sequencer, now)
 
         logger.info("workset already registered", workset_id=existing.workset_id, state=existing.state)
         return Registration(Outcome.UNCHANGED, existing)
 
-    def _ignore(self, existing: Workset, sequencer: str | None, now: datetime) -> Registration:
+    def _ignore(self, existing: Workset, sentinel: SentinelKey, sequencer: str | None, now: datetime) -> Registration:
         if State.IGNORED not in allowed_next(existing.state):
             logger.warning("ignore sentinel refused", workset_id=existing.workset_id, state=existing.state)
             return Registration(Outcome.UNCHANGED, existing)
@@ -85,7 +85,7 @@ class Registrar:
             State.IGNORED,
             actor=ACTOR,
             reason=f"{SENTINEL_IGNORE} dropped",
-            changes={"sentinel_sequencer": sequencer},
+            changes={"sentinel": sentinel.sentinel, "sentinel_sequencer": sequencer},
             now=now,
         )
         return Registration(Outcome.IGNORED, workset)
@@ -110,6 +110,7 @@ class Registrar:
                     "work": fresh.work,
                     "priority": fresh.priority,
                     "sample_count": fresh.sample_count,
+                    "sentinel": sentinel.sentinel,
                     "sentinel_sequencer": sequencer,
                 },
                 now=now,
@@ -141,8 +142,29 @@ class Registrar:
             sample_count=report.sample_count,
             error_category=ErrorCategory.VALIDATION if state is State.ERROR else None,
             error_reasons=reasons if state is State.ERROR else (),
+            sentinel=sentinel.sentinel,
             sentinel_sequencer=sequencer,
         )
+
+
+def _already_seen(existing: Workset, sentinel: str, sequencer: str | None) -> bool:
+    """Whether an event of `sentinel` is the one that last changed the workset, or older than it.
+
+    S3 sequencers of one key grow with each event and compare as hex strings right-padded with zeros to one width.
+    Sequencers of different keys do not compare, so an event of another sentinel is never taken as seen.
+    """
+    stored = existing.sentinel_sequencer
+    if sequencer is None or stored is None or existing.sentinel not in (None, sentinel):
+        return False
+    if not (_is_hex(sequencer) and _is_hex(stored)):
+        return sequencer == stored  # not sequencers (version ids): only the same event is a duplicate
+
+    width = max(len(sequencer), len(stored))
+    return sequencer.upper().ljust(width, "0") <= stored.upper().ljust(width, "0")
+
+
+def _is_hex(value: str) -> bool:
+    return bool(value) and all(ch in "0123456789abcdefABCDEF" for ch in value)
 
 
 def _registration_reason(workset: Workset, sentinel: SentinelKey) -> str:
