@@ -103,7 +103,7 @@ def health() -> dict[str, Any]:
 
 # NOTE: registered before /worksets/<workset_id>, so "next" is never taken for a workset id.
 @app.get("/worksets/next")
-def next_workset(cluster: Annotated[str, Query(min_length=1, max_length=128)]) -> Response:
+def next_workset(cluster: Annotated[str, Query(min_length=1, max_length=128)]) -> Response[dict[str, Any] | None]:
     workset = lifecycle().next_for(cluster)
     if workset is None:
         return Response(status_code=204)

@@ -1,0 +1,147 @@
+"""Fixtures shared by the integration tests: the template's resources in the in-process emulator, and the functions.
+
+The resources are created from what `template.yaml` declares (Stage=test), so the tests exercise the same table
+keys and indexes as a deployment. moto runs in-process here, with the local stack's patch that makes each
+DynamoDB operation atomic, as DynamoDB is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.emulator import install_moto_patches
+from local.template import Template
+from workset_monitor import settings as settings_module
+from workset_monitor.store import WorksetStore
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+
+
+class FakeLambdaContext:
+    """What Powertools reads from a Lambda context."""
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:{function_name}"
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    install_moto_patches()
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def deployed(aws: None) -> Template:
+    template = Template.load(ROOT / "template.yaml", parameters={"Stage": "test"}, region=REGION)
+    template.deploy(lambda service: boto3.client(service, region_name=REGION))
+    return template
+
+
+@pytest.fixture
+def store(deployed: Template) -> WorksetStore:
+    return WorksetStore(deployed.physical("WorksetTable").ref)
+
+
+@pytest.fixture
+def load_function(deployed: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """Load a function's handler module afresh, with the environment the template gives it."""
+    specs = {spec.logical_id: spec for spec in deployed.functions()}
+
+    def load(logical_id: str) -> ModuleType:
+        spec = specs[logical_id]
+        for name, value in spec.environment.items():
+            monkeypatch.setenv(name, value)
+        settings_module.settings.cache_clear()
+
+        module_spec = importlib.util.spec_from_file_location(f"fn_{logical_id}_{uuid.uuid4().hex}", spec.handler_file)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module  # pydantic resolves the module's annotations through sys.modules
+        module_spec.loader.exec_module(module)
+        return module
+
+    yield load
+    settings_module.settings.cache_clear()
+
+
+ApiCall = Callable[..., tuple[int, Any]]
+
+
+@pytest.fixture
+def api(load_function: Callable[[str], ModuleType]) -> ApiCall:
+    """Call the API function as API Gateway would: `api("GET", "/worksets", query={...}, body={...})`."""
+    module = load_function("ApiFunction")
+
+    def call(
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        raw_body: str | None = None,
+    ) -> tuple[int, Any]:
+        event = api_event(method, path, query=query, body=json.dumps(body) if body is not None else raw_body)
+        response = module.lambda_handler(event, FakeLambdaContext("api"))
+        payload = json.loads(response["body"]) if response.get("body") else None
+        return response["statusCode"], payload
+
+    return call
+
+
+def api_event(
+    method: str, path: str, *, query: dict[str, str] | None = None, body: str | None = None
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event (payload 1.0) for a request to the `{proxy+}` resource."""
+    headers = {"Host": "local", "Content-Type": "application/json"}
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": f"/test{path}",
+            "stage": "test",
+            "requestId": "test-request-id",
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }

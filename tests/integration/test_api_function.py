@@ -1,0 +1,218 @@
+"""The API function, invoked with API Gateway proxy events against the emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from workset_monitor.models import Priority, State, Workset, utcnow
+from workset_monitor.store import WorksetStore
+
+pytestmark = pytest.mark.integration
+
+
+def registered(store: WorksetStore, workset_id: str, **fields: Any) -> Workset:
+    now = utcnow()
+    workset = Workset(
+        workset_id=workset_id,
+        bucket="bucket",
+        folder=f"daylily_monitoring/active_worksets/{workset_id}/",
+        state=State.READY,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    return store.register(workset, actor="test")
+
+
+def test_health_check(api: Any) -> None:
+    status, body = api("GET", "/")
+
+    assert (status, body["status"]) == (200, "ok")
+
+
+def test_next_reaches_its_own_route_not_the_workset_route(api: Any, store: WorksetStore) -> None:
+    # GIVEN a workset literally named "next" and another one assigned to cluster c1
+    registered(store, "next")
+    store.assign(registered(store, "w1"), cluster="c1", reason="test")
+
+    # WHEN an agent of c1 asks for its next workset
+    status, body = api("GET", "/worksets/next", query={"cluster": "c1"})
+
+    # THEN it gets w1, not the workset called "next"
+    assert (status, body["workset_id"]) == (200, "w1")
+
+
+def test_next_without_work_is_204(api: Any) -> None:
+    status, _ = api("GET", "/worksets/next", query={"cluster": "idle"})
+
+    assert status == 204
+
+
+def test_next_without_a_cluster_is_422(api: Any) -> None:
+    status, body = api("GET", "/worksets/next")
+
+    assert status == 422
+    assert "cluster" in str(body)
+
+
+def test_a_percent_encoded_unicode_id_is_decoded(api: Any, store: WorksetStore) -> None:
+    registered(store, "hg002 runé/x")
+
+    status, body = api("GET", "/worksets/hg002%20run%C3%A9%2Fx")
+
+    assert status == 200
+    assert body["workset_id"] == "hg002 runé/x"
+    assert [entry["event"] for entry in body["history"]] == ["registered"]
+
+
+def test_an_unknown_workset_is_404_with_the_error_shape(api: Any) -> None:
+    status, body = api("GET", "/worksets/nope")
+
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
+    assert body["error"]["request_id"] == "test-request-id"
+    assert "nope" in body["error"]["message"]
+
+
+def test_claim_then_run_then_complete_with_the_lease_token(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+
+    status, claimed = api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "c1"})
+    assert status == 200
+    token = claimed["lease"]["token"]
+    assert claimed["state"] == "locked"
+
+    status, running = api("PUT", "/worksets/w1/state", body={"state": "in_progress", "lease_token": token})
+    assert (status, running["state"]) == (200, "in_progress")
+
+    status, beaten = api("POST", "/worksets/w1/heartbeat", body={"lease_token": token})
+    assert (status, beaten["state"]) == (200, "in_progress")
+
+    status, done = api("PUT", "/worksets/w1/state", body={"state": "complete", "lease_token": token})
+    assert (status, done["state"]) == (200, "complete")
+    assert "lease" not in done
+
+
+def test_a_second_claim_is_409(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+    api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "c1"})
+
+    status, body = api("POST", "/worksets/w1/lock", body={"owner": "agent-2", "cluster": "c1"})
+
+    assert status == 409
+    assert body["error"]["code"] == "transition_refused"
+
+
+def test_moving_a_leased_workset_without_its_token_is_409(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+    api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "c1"})
+
+    status, body = api("PUT", "/worksets/w1/state", body={"state": "complete"})
+
+    assert status == 409
+    assert "lease" in body["error"]["message"]
+    assert store.get("w1").state is State.LOCKED
+
+
+def test_a_wrong_lease_token_is_409_lease_lost(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+    api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "c1"})
+
+    status, body = api("PUT", "/worksets/w1/state", body={"state": "in_progress", "lease_token": 999})
+
+    assert (status, body["error"]["code"]) == (409, "lease_lost")
+
+
+def test_a_person_may_cancel_a_leased_workset(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+    api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "c1"})
+
+    status, body = api(
+        "PUT", "/worksets/w1/state", body={"state": "canceled", "actor": "alice", "reason": "wrong sheet"}
+    )
+
+    assert (status, body["state"]) == (200, "canceled")
+
+
+def test_an_illegal_transition_is_409_and_names_the_rule(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+
+    status, body = api("PUT", "/worksets/w1/state", body={"state": "complete"})
+
+    assert status == 409
+    assert body["error"]["code"] == "transition_refused"
+    assert "from ready a workset may go to" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"state": "flying"},
+        {"state": "ready", "unknown": 1},
+        {"state": "ready", "lease_token": "abc"},
+        {},
+    ],
+)
+def test_bad_state_bodies_are_422(api: Any, store: WorksetStore, body: dict[str, Any]) -> None:
+    registered(store, "w1")
+
+    status, _ = api("PUT", "/worksets/w1/state", body=body)
+
+    assert status == 422
+
+
+def test_malformed_json_is_a_4xx(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+
+    status, _ = api("PUT", "/worksets/w1/state", raw_body="{not json")
+
+    assert 400 <= status < 500
+
+
+def test_list_filters_by_state_and_pages(api: Any, store: WorksetStore) -> None:
+    for n in range(5):
+        registered(store, f"w{n}", priority=Priority.URGENT if n == 4 else Priority.NORMAL)
+
+    status, first = api("GET", "/worksets", query={"state": "ready", "limit": "2"})
+    assert status == 200
+    assert [w["workset_id"] for w in first["worksets"]][0] == "w4"  # urgent first
+    assert first["next_token"]
+
+    status, second = api("GET", "/worksets", query={"state": "ready", "limit": "2", "next_token": first["next_token"]})
+    assert status == 200
+    assert not {w["workset_id"] for w in first["worksets"]} & {w["workset_id"] for w in second["worksets"]}
+
+
+def test_a_bad_page_token_is_400(api: Any) -> None:
+    status, body = api("GET", "/worksets", query={"next_token": "garbage!"})
+
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+
+
+def test_queue_stats(api: Any, store: WorksetStore) -> None:
+    registered(store, "u1", priority=Priority.URGENT)
+    registered(store, "n1")
+    registered(store, "n2")
+
+    status, body = api("GET", "/queue/stats")
+
+    assert status == 200
+    assert body["by_state"]["ready"] == 3
+    assert body["ready_by_priority"] == {"urgent": 1, "normal": 2}
+
+
+def test_clusters_register_and_list(api: Any) -> None:
+    status, cluster = api("POST", "/clusters", body={"name": "c1", "max_worksets": 3, "cost_per_vcpu_hour": 0.04})
+    assert (status, cluster["name"], cluster["max_worksets"]) == (200, "c1", 3)
+
+    status, listed = api("GET", "/clusters")
+    assert [c["name"] for c in listed["clusters"]] == ["c1"]
+
+
+def test_an_unknown_route_is_404(api: Any) -> None:
+    status, body = api("GET", "/nothing/here")
+
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
