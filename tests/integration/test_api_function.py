@@ -177,7 +177,7 @@ def test_list_filters_by_state_and_pages(api: Any, store: WorksetStore) -> None:
 
     status, first = api("GET", "/worksets", query={"state": "ready", "limit": "2"})
     assert status == 200
-    assert [w["workset_id"] for w in first["worksets"]][0] == "w4"  # urgent first
+    assert first["worksets"][0]["workset_id"] == "w4"  # urgent first
     assert first["next_token"]
 
     status, second = api("GET", "/worksets", query={"state": "ready", "limit": "2", "next_token": first["next_token"]})
