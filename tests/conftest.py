@@ -46,12 +46,24 @@ class FakeLambdaContext:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def stage() -> str:
+    """The template's Stage parameter; a test module may override this fixture."""
+    return "test"
+
+
+@pytest.fixture
+def region() -> str:
+    """The region resources are created in; a test module may override this fixture."""
+    return REGION
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, region: str) -> Iterator[None]:
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -62,9 +74,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def deployed(aws: None) -> Template:
-    template = Template.load(ROOT / "template.yaml", parameters={"Stage": "test"}, region=REGION)
-    template.deploy(lambda service: boto3.client(service, region_name=REGION))
+def deployed(aws: None, stage: str, region: str) -> Template:
+    template = Template.load(ROOT / "template.yaml", parameters={"Stage": stage}, region=region)
+    template.deploy(lambda service: boto3.client(service, region_name=region))
     return template
 
 
