@@ -23,8 +23,8 @@ _GSM_BASIC = frozenset(
 )
 _GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
 
-SUBJECT_LIMIT = 100
-"""SNS's limit on an email subject."""
+SUBJECT_LIMIT = 99
+"""SNS takes a subject of less than 100 characters, ASCII only, with no line breaks or control characters."""
 
 
 class EventType(StrEnum):
@@ -96,9 +96,10 @@ def _event_type(old: Workset | None, new: Workset) -> EventType:
 
 
 def subject(event: WorksetEvent) -> str:
-    """An email subject: one line, within SNS's limit."""
+    """An email subject as SNS takes it: one line of ASCII, under 100 characters. Accents are dropped (é -> e),
+    other non-ASCII letters become "?"; the message itself keeps the exact workset id."""
     text = f"[{event.priority}] workset {event.workset_id}: {_headline(event)}"
-    return _one_line(text, SUBJECT_LIMIT)
+    return _one_line(_ascii(text), SUBJECT_LIMIT)
 
 
 def sms_text(event: WorksetEvent) -> str:
@@ -136,6 +137,11 @@ def _headline(event: WorksetEvent) -> str:
     if event.from_state is None:
         return f"registered, {event.state}"
     return f"{event.from_state} -> {event.state}"
+
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch if ch.isascii() else ("" if unicodedata.combining(ch) else "?") for ch in decomposed)
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -94,10 +94,24 @@ class Registrar:
         """A fresh ready sentinel in the folder of a failed workset asks for a new attempt, after a new validation."""
         fresh = self._new_workset(sentinel, sequencer, now)
         if fresh.state is State.ERROR:
-            logger.warning(
-                "retry refused, folder still invalid", workset_id=existing.workset_id, reasons=fresh.error_reasons
+            # Still invalid: no new attempt, but the reasons now are today's, and the history says a retry was asked.
+            workset = self.store.record(
+                existing,
+                {
+                    "error_reasons": fresh.error_reasons,
+                    "error_category": fresh.error_category,
+                    "sentinel": sentinel.sentinel,
+                    "sentinel_sequencer": sequencer,
+                },
+                event="revalidated",
+                actor=ACTOR,
+                reason=f"fresh {sentinel.sentinel} dropped; folder still invalid: " + "; ".join(fresh.error_reasons),
+                now=now,
             )
-            return Registration(Outcome.UNCHANGED, existing)
+            logger.warning(
+                "retry refused, folder still invalid", workset_id=workset.workset_id, reasons=fresh.error_reasons
+            )
+            return Registration(Outcome.UNCHANGED, workset)
 
         try:
             workset = self.store.transition(

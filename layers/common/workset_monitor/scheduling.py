@@ -36,7 +36,8 @@ def plan(ready: Sequence[Workset], loads: Sequence[ClusterLoad], now: datetime) 
     Ties on cost go to the less utilized cluster, then to the name, so the plan is deterministic. A workset whose
     work file names a cluster goes only there.
 
-    Limitations: estimates no run size yet, so cost is the cluster's price per vCPU-hour alone.
+    Limitations: estimates no run size yet, so cost is the cluster's price per vCPU-hour alone; waiting time does not
+    raise priority; deadlines, `depends_on`, vCPU capacity, budgets and region or AZ affinity are not applied yet.
     """
     room = {load.cluster.name: load.room for load in loads if _is_live(load.cluster, now)}
     active = {load.cluster.name: load.active for load in loads}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 
 class Settings(BaseModel):
@@ -17,6 +17,13 @@ class Settings(BaseModel):
     topic_arn: str | None = Field(default=None, description="WORKSET_TOPIC_ARN")
     lease_seconds: int = Field(default=900, ge=60, le=86_400, description="LEASE_SECONDS")
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600, description="CLOCK_SKEW_SECONDS")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, prefix: str) -> str:
+        """Every folder directly under the prefix is a workset, so a non-empty prefix ends with a slash."""
+        prefix = prefix.lstrip("/")
+        return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:

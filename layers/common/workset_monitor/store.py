@@ -246,8 +246,23 @@ class WorksetStore:
         if workset.state is not State.READY:
             raise TransitionRefused(workset.workset_id, workset.state, State.READY, "only a ready workset is assigned")
 
-        new = _next_version(workset, {"assigned_cluster": cluster}, now)
-        entry = _history_entry(new, State.READY, "assigned", "scheduler", reason)
+        return self.record(
+            workset, {"assigned_cluster": cluster}, event="assigned", actor="scheduler", reason=reason, now=now
+        )
+
+    def record(
+        self,
+        workset: Workset,
+        changes: Mapping[str, Any],
+        *,
+        event: str,
+        actor: str,
+        reason: str,
+        now: datetime | None = None,
+    ) -> Workset:
+        """Change a workset without changing its state, with a history entry saying why (`event`)."""
+        new = _next_version(workset, changes, now)
+        entry = _history_entry(new, workset.state, event, actor, reason)
         self._write_over(workset, new, entry, None)
         return new
 
