@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.api or not args.cluster:
         parser.error("--api and --cluster are required (or WORKSET_API_URL and WORKSET_CLUSTER)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
     config = AgentConfig(
         cluster=args.cluster,

@@ -51,6 +51,7 @@ class Agent:
         self.config = config
 
     def register(self) -> None:
+        """Register the cluster, or renew its heartbeat."""
         self.client.register_cluster(
             {
                 "name": self.config.cluster,
@@ -61,7 +62,7 @@ class Agent:
                 "cost_per_vcpu_hour": self.config.cost_per_vcpu_hour,
             }
         )
-        logger.info("cluster registered: %s", self.config.cluster)
+        logger.debug("cluster %s registered", self.config.cluster)
 
     def run_once(self) -> Outcome | None:
         """Take and run the next workset of this cluster, if there is one."""
@@ -89,6 +90,7 @@ class Agent:
         """Run worksets as they come. With `idle_exit_seconds`, return after that long without work."""
         outcomes: list[Outcome] = []
         self.register()
+        logger.info("cluster %s registered; waiting for work", self.config.cluster)
         last_registration = idle_since = time.monotonic()
         while True:
             outcome = self.run_once()

@@ -7,16 +7,16 @@ separate process, exactly as `make demo` does.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import boto3
 import pytest
 
 from agent.client import ApiClient, ApiError
-from local.demo import EXAMPLES, Inbox, start_agent, upload_workset
-from local.stack import LocalStack
+from local.demo import EXAMPLES, ROOT, Inbox, Stack, attributes, local_stack, start_agent, upload_workset
 
 pytestmark = pytest.mark.e2e
 
@@ -24,26 +24,20 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with LocalStack(emulator_port=0, api_port=0, schedule_seconds=0.5) as running:
+def stack() -> Iterator[Stack]:
+    """The stack as `make local` runs it: its own process, known to its clients through its state file."""
+    with local_stack("e2e", schedule_seconds=0.5) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def api(stack: LocalStack) -> ApiClient:
-    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=stack.region)
-    return ApiClient(stack.api_url, region=stack.region, session=session, retries=0)
+def api(stack: Stack) -> ApiClient:
+    return stack.api(retries=0)
 
 
 @pytest.fixture(scope="module")
-def s3(stack: LocalStack) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.emulator_url,
-        region_name=stack.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+def s3(stack: Stack) -> Any:
+    return stack.client("s3")
 
 
 def wait_for(probe: Callable[[], T | None], seconds: float) -> T:
@@ -70,18 +64,17 @@ def finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
     return workset if workset["state"] in ("complete", "error", "canceled") else None
 
 
-def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: LocalStack, api: ApiClient, s3: Any) -> None:
+def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: Stack, api: ApiClient, s3: Any) -> None:
     # GIVEN a valid folder whose name has a space and a non-ASCII letter, put by a plain S3 client
-    info = stack.describe()
     name = "hg003 exomé"
-    folder = f"{info['prefix']}{name}/"
+    folder = f"{stack.prefix}{name}/"
     source = EXAMPLES / "hg003-wes-normal"
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), info["bucket"], folder + path.relative_to(source).as_posix())
+        s3.upload_file(str(path), stack.bucket, folder + path.relative_to(source).as_posix())
 
     # WHEN the ready sentinel lands
     started = time.monotonic()
-    s3.put_object(Bucket=info["bucket"], Key=folder + "daylily.ready", Body=b"2026-12-03T09:15:02Z")
+    s3.put_object(Bucket=stack.bucket, Key=folder + "daylily.ready", Body=b"2026-12-03T09:15:02Z")
 
     # THEN the API shows the workset, ready, within 10 seconds
     workset = wait_for(lambda: find(api, name), seconds=10)
@@ -91,10 +84,9 @@ def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: LocalSt
     assert workset["sample_count"] == 1
 
 
-def test_the_example_workset_runs_to_complete_and_is_announced(stack: LocalStack, api: ApiClient, s3: Any) -> None:
-    info = stack.describe()
-    upload_workset(s3, info["bucket"], info["prefix"], EXAMPLES / "hg002-giab-wgs-30x")
-    upload_workset(s3, info["bucket"], info["prefix"], EXAMPLES / "broken-sheet-example")
+def test_the_example_workset_runs_to_complete_and_is_announced(stack: Stack, api: ApiClient, s3: Any) -> None:
+    upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / "hg002-giab-wgs-30x")
+    upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / "broken-sheet-example")
     wait_for(lambda: find(api, "hg002-giab-wgs-30x"), seconds=10)
 
     agent = start_agent(stack)
@@ -119,12 +111,12 @@ def test_the_example_workset_runs_to_complete_and_is_announced(stack: LocalStack
     assert broken["error_category"] == "validation"
     assert "daylily_info.yaml is missing" in broken["error_reasons"]
 
-    inbox = Inbox(stack, info["inbox_queue_url"])
+    inbox = Inbox(stack)
     messages = wait_for(lambda: inbox.until_completion_of("hg002-giab-wgs-30x"), seconds=20)
     events = [
-        (m["MessageAttributes"]["event_type"]["Value"], m["MessageAttributes"]["state"]["Value"])
+        (attributes(m)["event_type"], attributes(m)["state"])
         for m in messages
-        if m["MessageAttributes"]["workset_id"]["Value"] == "hg002-giab-wgs-30x"
+        if attributes(m)["workset_id"] == "hg002-giab-wgs-30x"
     ]
     assert events == [
         ("registered", "ready"),
@@ -132,3 +124,22 @@ def test_the_example_workset_runs_to_complete_and_is_announced(stack: LocalStack
         ("state_change", "in_progress"),
         ("completion", "complete"),
     ]
+
+
+def test_make_demo_exits_0_and_shows_the_states_up_to_complete_and_the_reasons() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local.demo"], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in (
+        "registered (ready)",
+        "assigned (ready)",
+        "ready -> locked",
+        "locked -> in_progress",
+        "in_progress -> complete",
+        "- daylily_info.yaml is missing",
+        "completion    hg002-giab-wgs-30x",
+        "demo passed",
+    ):
+        assert line in result.stdout

@@ -1,0 +1,313 @@
+"""`make demo`: a real workset folder dropped into S3 flows through the whole product on the local stack.
+
+It starts the local stack as its own process (what `make local` runs, on free ports, logging to
+`.local/demo-stack.log`), then acts as people and machines would: it uploads the example folders under
+`examples/worksets/` (files first, the `daylily.ready` sentinel last), starts a cluster agent as another process, and
+prints what happened through the API and a queue subscribed to the SNS topic: the valid workset's timeline up to
+`complete`, the invalid one's reasons, and the notifications. It exits 0 only when the valid workset reached
+`complete` and the invalid one is in `error`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+
+from agent.client import ApiClient, ApiError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "worksets"
+FAKE_DY_R = ROOT / "examples" / "pipeline" / "fake-dy-r.sh"
+LOCAL_DIR = ROOT / ".local"
+VALID = "hg002-giab-wgs-30x"
+INVALID = "broken-sheet-example"
+CLUSTER = "demo-cluster-usw2a"
+TIMEOUT_SECONDS = 90.0
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running local stack as `.local/stack.json` describes it: what any client of it knows."""
+
+    description: dict[str, Any]
+
+    @property
+    def api_url(self) -> str:
+        return str(self.description["api_url"])
+
+    @property
+    def emulator_url(self) -> str:
+        return str(self.description["emulator_url"])
+
+    @property
+    def region(self) -> str:
+        return str(self.description["region"])
+
+    @property
+    def bucket(self) -> str:
+        return str(self.description["bucket"])
+
+    @property
+    def prefix(self) -> str:
+        return str(self.description["prefix"])
+
+    @property
+    def inbox_queue_url(self) -> str:
+        return str(self.description["inbox_queue_url"])
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.emulator_url,
+            region_name=self.region,
+            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def api(self, **options: Any) -> ApiClient:
+        session = boto3.Session(
+            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.region,
+        )
+        return ApiClient(self.api_url, region=self.region, session=session, **options)
+
+
+@contextmanager
+def local_stack(name: str = "demo", schedule_seconds: float = 1.0) -> Iterator[Stack]:
+    """Run `python -m local.stack` on free ports until the block ends; its log goes to `.local/<name>-stack.log`."""
+    LOCAL_DIR.mkdir(exist_ok=True)
+    state_file = LOCAL_DIR / f"{name}-stack.json"
+    state_file.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "local.stack",
+        "--emulator-port",
+        "0",
+        "--api-port",
+        "0",
+        "--schedule-seconds",
+        str(schedule_seconds),
+        "--poll-interval",
+        "0.2",
+        "--state-file",
+        str(state_file),
+    ]
+    with (LOCAL_DIR / f"{name}-stack.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=_environment(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: state_file.exists() or process.poll() is not None or None, "the local stack to start")
+            if process.poll() is not None:
+                raise SystemExit(f"demo: the local stack did not start; see {log.name}")
+            yield Stack(json.loads(state_file.read_text()))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def main() -> int:
+    with local_stack() as stack:
+        _say(f"local stack up: emulator {stack.emulator_url}, API {stack.api_url} (log: .local/demo-stack.log)")
+        s3 = stack.client("s3")
+        api = stack.api()
+
+        for name in (VALID, INVALID):
+            count = upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / name)
+            _say(f"uploaded {count} files to s3://{stack.bucket}/{stack.prefix}{name}/, then daylily.ready")
+
+        valid = _wait(lambda: _find(api, VALID), f"{VALID} to be registered")
+        _say(f"{VALID} registered: {valid['state']}, priority {valid['priority']}, {valid['sample_count']} samples")
+        invalid = _wait(lambda: _find(api, INVALID), f"{INVALID} to be registered")
+        _say(f"{INVALID} registered: {invalid['state']} ({invalid.get('error_category')})")
+
+        agent = start_agent(stack)
+        final = _wait(lambda: _finished(api, VALID), f"{VALID} to finish")
+        agent_output = _stop(agent)
+        inbox = Inbox(stack)
+        _wait(lambda: inbox.until_completion_of(VALID), "the completion notification")
+
+        print_agent(agent_output)
+        print_timeline(final)
+        invalid = api.get_workset(INVALID)
+        print_reasons(invalid)
+        print_notifications(inbox.messages)
+
+        ok = final["state"] == "complete" and invalid["state"] == "error"
+        print()
+        _say(f"{VALID} is {final['state']}, {INVALID} is {invalid['state']}: demo {'passed' if ok else 'FAILED'}")
+        return 0 if ok else 1
+
+
+def upload_workset(s3: Any, bucket: str, prefix: str, folder: Path, name: str | None = None) -> int:
+    """Upload a workset folder as a person would: its files first, the ready sentinel last."""
+    name = name or folder.name
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    for path in files:
+        s3.upload_file(str(path), bucket, f"{prefix}{name}/{path.relative_to(folder).as_posix()}")
+
+    stamp = datetime.now(UTC).isoformat()
+    s3.put_object(Bucket=bucket, Key=f"{prefix}{name}/daylily.ready", Body=stamp.encode())
+    return len(files)
+
+
+def start_agent(stack: Stack, cluster: str = CLUSTER, *extra: str) -> subprocess.Popen[str]:
+    """The cluster agent as its own process, as it runs on a head node, with the harmless stand-in for dy-r."""
+    command = [
+        sys.executable,
+        "-m",
+        "agent",
+        "--api",
+        stack.api_url,
+        "--cluster",
+        cluster,
+        "--run-prefix",
+        str(FAKE_DY_R),
+        "--region",
+        stack.region,
+        "--max-worksets",
+        "2",
+        "--vcpus",
+        "192",
+        "--cost-per-vcpu-hour",
+        "0.0425",
+        "--heartbeat-seconds",
+        "1",
+        "--poll-seconds",
+        "0.5",
+        "--exit-when-idle",
+        "5",
+        "--work-root",
+        str(LOCAL_DIR / "agent-work"),
+        *extra,
+    ]
+    _say(f"agent started for cluster {cluster}")
+    return subprocess.Popen(
+        command, cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+class Inbox:
+    """The queue subscribed to the SNS topic: what a subscriber of the topic received."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.sqs = stack.client("sqs")
+        self.queue_url = stack.inbox_queue_url
+        self.messages: list[dict[str, Any]] = []
+
+    def until_completion_of(self, workset_id: str) -> list[dict[str, Any]] | None:
+        """Every message so far, or None until the completion of `workset_id` has arrived."""
+        while batch := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
+            for message in batch:
+                self.messages.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+        wanted = {"event_type": "completion", "workset_id": workset_id}
+        for message in self.messages:
+            if wanted.items() <= attributes(message).items():
+                return list(self.messages)
+        return None
+
+
+def attributes(message: dict[str, Any]) -> dict[str, str]:
+    """An SNS message's attributes as plain strings."""
+    return {name: value["Value"] for name, value in message.get("MessageAttributes", {}).items()}
+
+
+def print_agent(output: str) -> None:
+    print("\nagent log:")
+    for line in output.splitlines():
+        print(f"  {line}")
+
+
+def print_timeline(workset: dict[str, Any]) -> None:
+    print(f"\ntimeline of {workset['workset_id']} (attempt {workset['attempt']}):")
+    start = datetime.fromisoformat(workset["history"][0]["at"])
+    for entry in workset["history"]:
+        offset = (datetime.fromisoformat(entry["at"]) - start).total_seconds()
+        if entry["event"] == "transition":
+            label = f"{entry['from_state']} -> {entry['to_state']}"
+        else:
+            label = f"{entry['event']} ({entry['to_state']})"
+        print(f"  +{offset:6.2f}s  {label:<26} by {entry['actor']:<24} {entry.get('reason', '')}")
+
+
+def print_reasons(workset: dict[str, Any]) -> None:
+    print(f"\n{workset['workset_id']} is {workset['state']} ({workset.get('error_category')}) because:")
+    for reason in workset.get("error_reasons", []):
+        print(f"  - {reason}")
+
+
+def print_notifications(messages: list[dict[str, Any]]) -> None:
+    print(f"\nSNS messages received by a queue subscribed to the topic ({len(messages)}):")
+    for message in messages:
+        seen = attributes(message)
+        print(
+            f"  {seen.get('event_type', '?'):<13} {seen.get('workset_id', '?'):<21} {seen.get('state', '?'):<11} "
+            f"{seen.get('priority', '?'):<6}  {message.get('Subject', '')}"
+        )
+
+
+def _find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
+    try:
+        return api.get_workset(workset_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
+    workset = api.get_workset(workset_id)
+    return workset if workset["state"] in ("complete", "error", "canceled") else None
+
+
+def _wait(probe: Callable[[], T | None], what: str) -> T:
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        value = probe()
+        if value is not None:
+            return value
+        time.sleep(0.2)
+    raise SystemExit(f"demo: gave up waiting for {what} after {TIMEOUT_SECONDS:.0f} s")
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    try:
+        output, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
+def _environment() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "layers" / "common"), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **LOCAL_CREDENTIALS, "PYTHONPATH": path}
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
