@@ -146,7 +146,7 @@ class Agent:
             next_beat = time.monotonic() + self.config.heartbeat_seconds
 
             try:
-                state = self.client.heartbeat(workset_id, token)["state"]
+                state = str(self.client.heartbeat(workset_id, token)["state"])
             except ApiError as exc:
                 if exc.code != "lease_lost":
                     logger.warning("heartbeat of %s failed: %s", workset_id, exc)

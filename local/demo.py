@@ -72,7 +72,7 @@ class Stack:
 
     def client(self, service: str) -> Any:
         return boto3.client(
-            service,
+            service,  # type: ignore[call-overload]
             endpoint_url=self.emulator_url,
             region_name=self.region,
             aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
