@@ -7,6 +7,7 @@ separate process, exactly as `make demo` does.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -143,3 +144,28 @@ def test_make_demo_exits_0_and_shows_the_states_up_to_complete_and_the_reasons()
         "demo passed",
     ):
         assert line in result.stdout
+
+
+def test_local_drop_puts_a_folder_into_the_running_stack(stack: Stack, api: ApiClient) -> None:
+    # GIVEN the stack's state file, as `make local` writes it
+    state_file = ROOT / ".local" / "e2e-stack.json"
+
+    # WHEN a person drops an example folder with the helper command
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "local.drop", "examples/worksets/hg003-wes-normal"),
+            *("--name", "dropped by hand", "--state-file", str(state_file)),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'layers' / 'common'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "/worksets/dropped%20by%20hand" in result.stdout
+
+    # THEN the workset shows up as ready
+    workset = wait_for(lambda: find(api, "dropped by hand"), seconds=10)
+    assert workset["state"] == "ready"
