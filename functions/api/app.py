@@ -47,7 +47,10 @@ def lifecycle() -> Lifecycle:
     global _lifecycle
     if _lifecycle is None:
         config = settings()
-        _lifecycle = Lifecycle(WorksetStore(config.table_name), lease_seconds=config.lease_seconds)
+        _lifecycle = Lifecycle(
+            WorksetStore(config.table_name, retry_base_seconds=config.retry_base_seconds),
+            lease_seconds=config.lease_seconds,
+        )
     return _lifecycle
 
 
@@ -64,6 +67,12 @@ class ClaimRequest(_Body):
 class HeartbeatRequest(_Body):
     lease_token: int
     lease_seconds: int | None = Field(default=None, ge=60, le=86_400)
+    progress: str | None = Field(default=None, max_length=200, description="staging, pipeline running, ...")
+
+
+class ActionRequest(_Body):
+    actor: str = Field(default="api", min_length=1, max_length=256)
+    reason: str = Field(default="", max_length=4096)
 
 
 class StateChangeRequest(_Body):
@@ -144,9 +153,41 @@ def claim_workset(workset_id: str, request: ClaimRequest) -> dict[str, Any]:
 @app.post("/worksets/<workset_id>/heartbeat")
 def heartbeat(workset_id: str, request: HeartbeatRequest) -> dict[str, Any]:
     workset = lifecycle().heartbeat(
-        _workset_id(workset_id), lease_token=request.lease_token, lease_seconds=request.lease_seconds
+        _workset_id(workset_id),
+        lease_token=request.lease_token,
+        lease_seconds=request.lease_seconds,
+        progress=request.progress,
     )
     return to_json_dict(workset)
+
+
+def _act(workset_id: str, to_state: State, request: ActionRequest | None) -> dict[str, Any]:
+    request = request or ActionRequest()
+    workset = lifecycle().change_state(_workset_id(workset_id), to_state, actor=request.actor, reason=request.reason)
+    return to_json_dict(workset)
+
+
+@app.post("/worksets/<workset_id>/cancel")
+def cancel(workset_id: str, request: ActionRequest | None = None) -> dict[str, Any]:
+    """Stop a workset; a running agent learns it from its next heartbeat and stops its run."""
+    return _act(workset_id, State.CANCELED, request)
+
+
+@app.post("/worksets/<workset_id>/retry")
+def retry(workset_id: str, request: ActionRequest | None = None) -> dict[str, Any]:
+    """Start a new attempt of a failed, canceled or ignored workset, whatever attempts it used."""
+    return _act(workset_id, State.READY, request)
+
+
+@app.post("/worksets/<workset_id>/archive")
+def archive(workset_id: str, request: ActionRequest | None = None) -> dict[str, Any]:
+    return _act(workset_id, State.ARCHIVED, request)
+
+
+@app.post("/worksets/<workset_id>/restore")
+def restore(workset_id: str, request: ActionRequest | None = None) -> dict[str, Any]:
+    """Bring an archived workset back to the queue as a new attempt."""
+    return _act(workset_id, State.READY, request)
 
 
 @app.put("/worksets/<workset_id>/state")

@@ -26,7 +26,11 @@ def registrar() -> Registrar:
     if _registrar is None:
         config = settings()
         bucket = WorksetBucket(config.bucket)
-        _registrar = Registrar(WorksetStore(config.table_name), bucket.snapshot, config.bucket)
+        _registrar = Registrar(
+            WorksetStore(config.table_name, retry_base_seconds=config.retry_base_seconds),
+            bucket.snapshot,
+            config.bucket,
+        )
     return _registrar
 
 

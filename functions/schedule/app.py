@@ -18,7 +18,10 @@ def scheduler() -> Scheduler:
     global _scheduler
     if _scheduler is None:
         config = settings()
-        _scheduler = Scheduler(WorksetStore(config.table_name), clock_skew_seconds=config.clock_skew_seconds)
+        _scheduler = Scheduler(
+            WorksetStore(config.table_name, retry_base_seconds=config.retry_base_seconds),
+            clock_skew_seconds=config.clock_skew_seconds,
+        )
     return _scheduler
 
 
@@ -28,17 +31,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     report = scheduler().tick()
 
     metrics.add_metric(name="LeasesExpired", unit="Count", value=len(report.expired))
+    metrics.add_metric(name="WorksetsRetried", unit="Count", value=len(report.retried))
     metrics.add_metric(name="WorksetsAssigned", unit="Count", value=len(report.assigned))
     metrics.add_metric(name="WorksetsWaiting", unit="Count", value=len(report.waiting))
     logger.info(
         "tick done",
         expired=len(report.expired),
+        retried=len(report.retried),
         assigned=len(report.assigned),
         waiting=len(report.waiting),
         conflicts=report.conflicts,
     )
     return {
         "expired": report.expired,
+        "retried": report.retried,
         "assigned": {decision.workset_id: decision.cluster for decision in report.assigned},
         "waiting": {decision.workset_id: decision.reason for decision in report.waiting},
     }

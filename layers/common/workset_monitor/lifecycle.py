@@ -32,12 +32,19 @@ class Lifecycle:
         logger.info("workset claimed", workset_id=workset_id, owner=owner, cluster=cluster, version=claimed.version)
         return claimed
 
-    def heartbeat(self, workset_id: str, *, lease_token: int, lease_seconds: int | None = None) -> Workset:
-        """Extend the lease. The answer carries the workset's state, so an agent learns of a cancel from it."""
+    def heartbeat(
+        self, workset_id: str, *, lease_token: int, lease_seconds: int | None = None, progress: str | None = None
+    ) -> Workset:
+        """Extend the lease, noting the agent's progress step. The answer carries the workset's state, so an agent
+        learns of a cancel from it: a canceled workset answers with its state, not an error, once."""
         workset = self.store.get(workset_id)
+        if workset.state is State.CANCELED:
+            return workset
         if workset.state not in LEASED_STATES:
             raise LeaseLost(workset_id, lease_token)
-        return self.store.heartbeat(workset, lease_token=lease_token, lease_seconds=lease_seconds or self.lease_seconds)
+        return self.store.heartbeat(
+            workset, lease_token=lease_token, lease_seconds=lease_seconds or self.lease_seconds, progress=progress
+        )
 
     def change_state(
         self,

@@ -13,6 +13,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def sortable(moment: datetime) -> str:
+    """A time as a string that sorts as the time does: UTC, fixed width, microseconds always written."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class State(StrEnum):
     READY = "ready"
     LOCKED = "locked"
@@ -103,6 +108,8 @@ class Workset(BaseModel):
     assigned_cluster: str | None = Field(default=None, description="The cluster the scheduler chose, while ready.")
     cluster: str | None = Field(default=None, description="The cluster that holds or last held the workset.")
     lease: Lease | None = None
+    progress: str | None = Field(default=None, description="The agent's last reported step: staging, exporting...")
+    retry_at: datetime | None = Field(default=None, description="When a failed attempt goes back to ready by itself.")
     sentinel: str | None = Field(default=None, description="The sentinel whose event last changed the workset.")
     sentinel_sequencer: str | None = Field(
         default=None, description="The S3 sequencer of that event, to spot redelivered and out-of-order events."
@@ -111,7 +118,7 @@ class Workset(BaseModel):
     @property
     def queue_key(self) -> str:
         """Sort key of the queue: priority first, then age, then id for a total order."""
-        return f"{self.priority.rank}#{self.created_at.isoformat()}#{self.workset_id}"
+        return f"{self.priority.rank}#{sortable(self.created_at)}#{self.workset_id}"
 
     @property
     def active_cluster(self) -> str | None:

@@ -17,6 +17,7 @@ ACTOR = "scheduler"
 @dataclass
 class TickReport:
     expired: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
     assigned: list[Decision] = field(default_factory=list)
     waiting: list[Decision] = field(default_factory=list)
     conflicts: int = 0
@@ -35,6 +36,10 @@ class Scheduler:
             for workset in self.store.worksets_in(state):
                 if self._lease_expired(workset, now) and self._expire(workset, now, report):
                     report.expired.append(workset.workset_id)
+
+        for workset in self.store.due_retries(now):
+            if self._retry(workset, now, report):
+                report.retried.append(workset.workset_id)
 
         ready = {workset.workset_id: workset for workset in self.store.worksets_in(State.READY)}
         loads = [
@@ -72,6 +77,22 @@ class Scheduler:
             report.conflicts += 1
             return False
         logger.warning("lease expired", workset_id=workset.workset_id, owner=workset.lease.owner)
+        return True
+
+    def _retry(self, workset: Workset, now: datetime, report: TickReport) -> bool:
+        """Start the next attempt of a workset whose automatic retry is due."""
+        reason = (
+            f"automatic retry: attempt {workset.attempt + 1} of {workset.max_attempts} "
+            f"after a {workset.error_category} error"
+        )
+        try:
+            self.store.transition(
+                workset, State.READY, actor=ACTOR, reason=reason, changes={"attempt": workset.attempt + 1}, now=now
+            )
+        except (ConcurrentUpdate, TransitionRefused):
+            report.conflicts += 1  # a person acted on it meanwhile, or the index was behind the table
+            return False
+        logger.info("workset retried", workset_id=workset.workset_id, attempt=workset.attempt + 1)
         return True
 
     def _assign(self, workset: Workset, decision: Decision, now: datetime, report: TickReport) -> bool:

@@ -17,6 +17,7 @@ class Settings(BaseModel):
     topic_arn: str | None = Field(default=None, description="WORKSET_TOPIC_ARN")
     lease_seconds: int = Field(default=900, ge=60, le=86_400, description="LEASE_SECONDS")
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600, description="CLOCK_SKEW_SECONDS")
+    retry_base_seconds: int = Field(default=60, ge=1, le=3600, description="RETRY_BASE_SECONDS")
 
     @field_validator("prefix")
     @classmethod
@@ -35,6 +36,7 @@ class Settings(BaseModel):
             "topic_arn": env.get("WORKSET_TOPIC_ARN") or None,
             "lease_seconds": env.get("LEASE_SECONDS", "900"),
             "clock_skew_seconds": env.get("CLOCK_SKEW_SECONDS", "60"),
+            "retry_base_seconds": env.get("RETRY_BASE_SECONDS", "60"),
         }
         try:
             return cls.model_validate(values)

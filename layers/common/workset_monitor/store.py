@@ -36,7 +36,8 @@ from .errors import (
     WorksetExists,
     WorksetNotFound,
 )
-from .models import Cluster, ErrorCategory, HistoryEntry, Lease, State, Workset, utcnow
+from .models import Cluster, ErrorCategory, HistoryEntry, Lease, State, Workset, sortable, utcnow
+from .retries import DEFAULT_BASE_SECONDS, retry_at
 from .states import check_transition
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ HISTORY_PREFIX = "HISTORY#"
 BY_STATE = "by-state"
 BY_CLUSTER = "by-cluster"
 BY_ENTITY = "by-entity"
+BY_RETRY = "by-retry"
+RETRY_QUEUE = "retry"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -61,9 +64,12 @@ class InvalidPageToken(WorksetError):
 class WorksetStore:
     """Reads and conditionally writes worksets, history and clusters in the workset table."""
 
-    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+    def __init__(
+        self, table_name: str, client: DynamoDBClient | None = None, *, retry_base_seconds: int = DEFAULT_BASE_SECONDS
+    ) -> None:
         self.table_name = table_name
         self.client: DynamoDBClient = client or boto3.client("dynamodb")
+        self.retry_base_seconds = retry_base_seconds
 
     # --- worksets: reads -------------------------------------------------------------------------------------------
 
@@ -134,6 +140,23 @@ class WorksetStore:
         for item in self._query_all(BY_CLUSTER, "active_cluster", cluster):
             yield _workset_from_item(item)
 
+    def due_retries(self, now: datetime) -> Iterator[Workset]:
+        """Failed worksets whose automatic retry is due, the longest due first. Reads only those waiting to retry."""
+        start: dict[str, Any] = {}
+        while True:
+            response = self.client.query(
+                TableName=self.table_name,
+                IndexName=BY_RETRY,
+                KeyConditionExpression="retry_queue = :queue AND retry_key <= :now",
+                ExpressionAttributeValues={":queue": {"S": RETRY_QUEUE}, ":now": {"S": f"{sortable(now)}#\uffff"}},
+                **start,
+            )
+            for item in response["Items"]:
+                yield _workset_from_item(_plain(item))
+            if "LastEvaluatedKey" not in response:
+                return
+            start = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
+
     def count_by_state(self) -> dict[State, int]:
         # NOTE: one COUNT query per state; the ones of finished states read their whole partition of the index,
         # so this grows with the number of finished worksets. Counters kept by the stream would not.
@@ -185,21 +208,29 @@ class WorksetStore:
         """Move `workset` (as read) to `to_state`, if the state table allows it and nobody wrote it since.
 
         An agent passes its `lease_token`; the write is refused with `LeaseLost` unless it is the current lease.
-        Leaving `ready` drops the scheduler's assignment; leaving `locked` and `in_progress` drops the lease.
+        Leaving `ready` drops the scheduler's assignment; leaving `locked` and `in_progress` drops the lease and the
+        progress. Entering `error` sets `retry_at` by the retry policy (`retries.retry_at`).
         """
         check_transition(workset.workset_id, workset.state, to_state)
         _check_lease(workset, lease_token)
 
+        now = now or utcnow()
         update: dict[str, Any] = {
             "state": to_state,
             "error_category": error_category if to_state is State.ERROR else None,
             "error_reasons": error_reasons if to_state is State.ERROR else (),
+            "retry_at": None,
             **(changes or {}),
         }
         if to_state not in (State.LOCKED, State.IN_PROGRESS):
             update["lease"] = None
+            update["progress"] = None
         if to_state is not State.READY:
             update["assigned_cluster"] = None
+        if to_state is State.ERROR:
+            attempt = update.get("attempt", workset.attempt)
+            max_attempts = update.get("max_attempts", workset.max_attempts)
+            update["retry_at"] = retry_at(error_category, attempt, max_attempts, now, self.retry_base_seconds)
 
         new = _next_version(workset, update, now)
         entry = _history_entry(new, workset.state, "transition", actor, reason)
@@ -229,15 +260,22 @@ class WorksetStore:
         )
 
     def heartbeat(
-        self, workset: Workset, *, lease_token: int, lease_seconds: int, now: datetime | None = None
+        self,
+        workset: Workset,
+        *,
+        lease_token: int,
+        lease_seconds: int,
+        progress: str | None = None,
+        now: datetime | None = None,
     ) -> Workset:
-        """Extend the lease held with `lease_token`. Not a state change, so no history entry."""
+        """Extend the lease held with `lease_token`, and note the agent's progress step if it says one. Not a state
+        change, so no history entry."""
         _check_lease(workset, lease_token)
         assert workset.lease is not None  # checked above
 
         now = now or utcnow()
         lease = workset.lease.model_copy(update={"expires_at": now + timedelta(seconds=lease_seconds)})
-        new = _next_version(workset, {"lease": lease}, now)
+        new = _next_version(workset, {"lease": lease, "progress": progress or workset.progress}, now)
         self._write_over(workset, new, None, lease_token)
         return new
 
@@ -406,12 +444,15 @@ def _workset_item(workset: Workset) -> dict[str, Any]:
         "pk": _workset_pk(workset.workset_id),
         "sk": WORKSET_SK,
         "entity": "workset",
-        "created_key": f"{workset.created_at.isoformat()}#{workset.workset_id}",
+        "created_key": f"{sortable(workset.created_at)}#{workset.workset_id}",
         "queue_key": workset.queue_key,
         **workset.model_dump(mode="json", exclude_none=True),
     }
     if workset.active_cluster:
         item["active_cluster"] = workset.active_cluster
+    if workset.state is State.ERROR and workset.retry_at is not None:
+        item["retry_queue"] = RETRY_QUEUE
+        item["retry_key"] = f"{sortable(workset.retry_at)}#{workset.workset_id}"
     if not item.get("error_reasons"):
         item.pop("error_reasons", None)
     return item
