@@ -190,6 +190,8 @@ def _error_category(exit_code: int) -> str:
         return "configuration"  # not executable, or not found: the run prefix or the cluster's set-up is wrong
     if exit_code < 0 or exit_code in (137, 143):
         return "resource"  # killed by a signal, typically out of memory or a reclaimed node
+    if exit_code == 75:
+        return "transient"  # EX_TEMPFAIL: the run says trying again later may work
     return "permanent"
 
 

@@ -209,3 +209,54 @@ def test_counts_by_state(store: WorksetStore) -> None:
     assert counts[State.READY] == 3
     assert counts[State.ERROR] == 1
     assert counts[State.COMPLETE] == 0
+
+
+def failed_attempt(store: WorksetStore, workset_id: str, category: ErrorCategory, **fields: object) -> Workset:
+    workset = store.register(new_workset(workset_id).model_copy(update=fields), actor="register")
+    claimed = store.claim(workset, owner="agent-a", cluster="c1", lease_seconds=600)
+    assert claimed.lease is not None
+    return store.transition(
+        claimed, State.ERROR, actor="agent-a", error_category=category, lease_token=claimed.lease.token
+    )
+
+
+def test_a_transient_failure_goes_back_to_ready_by_itself_after_its_backoff(store: WorksetStore) -> None:
+    # GIVEN a transient failure of attempt 1 (the store's backoff starts at 60 s)
+    failed = failed_attempt(store, "w1", ErrorCategory.TRANSIENT)
+    assert failed.retry_at == failed.updated_at + timedelta(seconds=60)
+    scheduler = Scheduler(store, clock_skew_seconds=60)
+
+    # WHEN the scheduler ticks before the backoff is over, nothing happens
+    assert scheduler.tick(now=failed.updated_at + timedelta(seconds=59)).retried == []
+    assert store.get("w1").state is State.ERROR
+
+    # WHEN it ticks after it, the workset is ready again as attempt 2, and the history says why
+    assert scheduler.tick(now=failed.updated_at + timedelta(seconds=61)).retried == ["w1"]
+    retried = store.get("w1")
+    assert (retried.state, retried.attempt, retried.retry_at) == (State.READY, 2, None)
+    assert store.full_history("w1")[-1].reason == "automatic retry: attempt 2 of 3 after a transient error"
+
+
+def test_the_backoff_doubles_and_the_last_attempt_waits_for_a_person(store: WorksetStore) -> None:
+    failed = failed_attempt(store, "w1", ErrorCategory.RESOURCE, attempt=2)
+    assert failed.retry_at == failed.updated_at + timedelta(seconds=120)
+
+    last = failed_attempt(store, "w2", ErrorCategory.RESOURCE, attempt=3)
+    assert last.retry_at is None
+    assert list(store.due_retries(last.updated_at + timedelta(days=1))) == [failed]
+
+
+def test_a_per_workset_attempt_limit_is_honoured(store: WorksetStore) -> None:
+    failed = failed_attempt(store, "w1", ErrorCategory.TRANSIENT, max_attempts=1)
+
+    assert failed.retry_at is None
+
+
+@pytest.mark.parametrize("category", [ErrorCategory.DATA, ErrorCategory.CONFIGURATION, ErrorCategory.PERMANENT])
+def test_failures_a_person_must_look_at_do_not_retry_by_themselves(
+    store: WorksetStore, category: ErrorCategory
+) -> None:
+    failed = failed_attempt(store, "w1", category)
+
+    assert failed.retry_at is None
+    assert Scheduler(store, clock_skew_seconds=60).tick(now=failed.updated_at + timedelta(days=1)).retried == []

@@ -61,6 +61,21 @@ def error_event(change):
     return describe_change(None, new)
 
 
+def test_a_failure_that_will_retry_by_itself_is_a_retry_scheduled_not_an_error(change):
+    # GIVEN a transient failure with a retry already scheduled by the store
+    old, failed = change(State.IN_PROGRESS, State.ERROR, error_category=ErrorCategory.TRANSIENT)
+    waiting = failed.model_copy(update={"retry_at": failed.updated_at + timedelta(minutes=1)})
+
+    # WHEN the change is described
+    event = describe_change(old, waiting)
+
+    # THEN it says a retry is scheduled, and when
+    assert event is not None
+    assert event.event_type is EventType.RETRY_SCHEDULED
+    assert "Retry at:" in email_text(event)
+    assert "retry at" in subject(event)
+
+
 @pytest.mark.parametrize(
     ("from_state", "to_state", "category", "expected"),
     [
@@ -79,7 +94,7 @@ def error_event(change):
         (State.IN_PROGRESS, State.COMPLETE, None, EventType.COMPLETION),
         (State.IN_PROGRESS, State.CANCELED, None, EventType.CANCELED),
         (State.READY, State.CANCELED, None, EventType.CANCELED),
-        (State.ERROR, State.READY, None, EventType.RETRY_SCHEDULED),
+        (State.ERROR, State.READY, None, EventType.STATE_CHANGE),
     ],
     ids=lambda value: str(value),
 )

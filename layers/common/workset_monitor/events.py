@@ -53,6 +53,8 @@ class WorksetEvent(BaseModel):
     cluster: str | None = None
     error_category: ErrorCategory | None = None
     reasons: tuple[str, ...] = ()
+    retry_at: datetime | None = None
+    progress: str | None = None
 
     @property
     def dedup_key(self) -> str:
@@ -78,6 +80,8 @@ def describe_change(old: Workset | None, new: Workset) -> WorksetEvent | None:
         cluster=new.cluster,
         error_category=new.error_category,
         reasons=new.error_reasons,
+        retry_at=new.retry_at,
+        progress=new.progress,
     )
 
 
@@ -85,13 +89,14 @@ def _event_type(old: Workset | None, new: Workset) -> EventType:
     if old is None:
         return EventType.ERROR if new.state is State.ERROR else EventType.REGISTERED
     if new.state is State.ERROR:
-        return EventType.LEASE_EXPIRED if new.error_category is ErrorCategory.LEASE_EXPIRED else EventType.ERROR
+        if new.error_category is ErrorCategory.LEASE_EXPIRED:
+            return EventType.LEASE_EXPIRED
+        # A failure that will retry by itself is not yet one a person must act on.
+        return EventType.RETRY_SCHEDULED if new.retry_at is not None else EventType.ERROR
     if new.state is State.COMPLETE:
         return EventType.COMPLETION
     if new.state is State.CANCELED:
         return EventType.CANCELED
-    if new.state is State.READY and old.state is State.ERROR:
-        return EventType.RETRY_SCHEDULED
     return EventType.STATE_CHANGE
 
 
@@ -124,6 +129,8 @@ def email_text(event: WorksetEvent) -> str:
         lines.append(f"Cluster:   {event.cluster}")
     if event.error_category:
         lines.append(f"Category:  {event.error_category}")
+    if event.retry_at:
+        lines.append(f"Retry at:  {event.retry_at.isoformat()} (automatic)")
     if event.reasons:
         lines.append("Reasons:")
         lines.extend(f"  - {reason}" for reason in event.reasons)
@@ -131,9 +138,10 @@ def email_text(event: WorksetEvent) -> str:
 
 
 def _headline(event: WorksetEvent) -> str:
-    if event.event_type in (EventType.ERROR, EventType.LEASE_EXPIRED):
+    if event.event_type in (EventType.ERROR, EventType.LEASE_EXPIRED, EventType.RETRY_SCHEDULED):
         first = f": {event.reasons[0]}" if event.reasons else ""
-        return f"error ({event.error_category}){first}"
+        retry = f", retry at {event.retry_at:%H:%M} UTC" if event.retry_at else ""
+        return f"error ({event.error_category}{retry}){first}"
     if event.from_state is None:
         return f"registered, {event.state}"
     return f"{event.from_state} -> {event.state}"
