@@ -146,8 +146,12 @@ def main() -> int:
         inbox = Inbox(stack)
         _wait(lambda: inbox.until_completion_of(VALID), "the completion notification")
 
+        folder = f"{stack.prefix}{VALID}/"
+        sentinels = _wait(lambda: settled_sentinels(s3, stack.bucket, folder), "the sentinels to be mirrored")
+
         print_agent(agent_output)
         print_timeline(final)
+        print(f"\nsentinels in s3://{stack.bucket}/{folder}: {', '.join(sentinels)}")
         invalid = api.get_workset(INVALID)
         print_reasons(invalid)
         print_notifications(inbox.messages)
@@ -265,6 +269,13 @@ def print_notifications(messages: list[dict[str, Any]]) -> None:
             f"  {seen.get('event_type', '?'):<13} {seen.get('workset_id', '?'):<21} {seen.get('state', '?'):<11} "
             f"{seen.get('priority', '?'):<6}  {message.get('Subject', '')}"
         )
+
+
+def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:
+    """The folder's sentinels once the mirror has written the outcome and removed the lock."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder + "daylily.").get("Contents", [])
+    names = sorted(obj["Key"][len(folder) :] for obj in listed)
+    return names if "daylily.lock" not in names and {"daylily.complete", "daylily.error"} & set(names) else None
 
 
 def _find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:

@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.client import ApiClient, ApiError
-from local.demo import EXAMPLES, ROOT, Inbox, Stack, attributes, local_stack, start_agent, upload_workset
+from local.demo import (
+    EXAMPLES,
+    ROOT,
+    Inbox,
+    Stack,
+    attributes,
+    local_stack,
+    settled_sentinels,
+    start_agent,
+    upload_workset,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -106,6 +116,12 @@ def test_the_example_workset_runs_to_complete_and_is_announced(stack: Stack, api
         ("transition", "locked", "in_progress"),
         ("transition", "in_progress", "complete"),
     ]
+
+    # The folder shows the outcome to people and old tools, and the system's own sentinels registered nothing again
+    folder = f"{stack.prefix}hg002-giab-wgs-30x/"
+    sentinels = wait_for(lambda: settled_sentinels(s3, stack.bucket, folder), seconds=10)
+    assert sentinels == ["daylily.complete", "daylily.ready"]
+    assert len(api.get_workset("hg002-giab-wgs-30x")["history"]) == len(moves)
 
     broken = api.get_workset("broken-sheet-example")
     assert broken["state"] == "error"

@@ -218,3 +218,60 @@ def test_a_poison_record_is_reported_and_does_not_block_the_others(
     assert result == {"batchItemFailures": [{"itemIdentifier": f"{2:021d}"}]}
     published = sorted(m["MessageAttributes"]["workset_id"]["Value"] for m in received(sqs, url))
     assert published == ["w1", "w2"]
+
+
+@pytest.fixture
+def mirror(load_function: Callable[[str], ModuleType]) -> Callable[[dict[str, Any]], Any]:
+    module = load_function("MirrorFunction")
+    return lambda event: module.lambda_handler(event, FakeLambdaContext("mirror"))
+
+
+def folder_sentinels(deployed: Template, workset_id: str) -> dict[str, str]:
+    s3 = boto3.client("s3", region_name=REGION)
+    bucket = deployed.physical("WorksetBucket").ref
+    folder = f"{PREFIX}{workset_id}/"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder + "daylily.").get("Contents", [])
+    return {
+        obj["Key"][len(folder) :]: s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+        for obj in listed
+    }
+
+
+def test_each_state_change_is_mirrored_into_the_folder_as_sentinels(
+    deployed: Template, mirror: Callable[[dict[str, Any]], Any]
+) -> None:
+    # GIVEN a workset folder holding the person's ready sentinel
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=deployed.physical("WorksetBucket").ref, Key=f"{PREFIX}w1/daylily.ready", Body=b"now"
+    )
+    locked = {**item("w1", "locked", 2), "lease": {"owner": "node-1:42", "token": 2, "expires_at": "2026-12-03"}}
+
+    # WHEN it is claimed, run and fails
+    steps = [
+        (item("w1", "ready", 1), locked),
+        (locked, item("w1", "in_progress", 3)),
+        (item("w1", "in_progress", 3), {**item("w1", "error", 4), "error_reasons": ["exit 1"]}),
+    ]
+    seen = []
+    for sequence, (old, new) in enumerate(steps, start=1):
+        assert mirror({"Records": [stream_record(sequence, old, new)]}) == {"batchItemFailures": []}
+        seen.append(sorted(folder_sentinels(deployed, "w1")))
+
+    # THEN the folder shows each state in turn, and keeps the person's sentinel
+    assert seen == [
+        ["daylily.lock", "daylily.ready"],
+        ["daylily.in_progress", "daylily.lock", "daylily.ready"],
+        ["daylily.error", "daylily.ready"],
+    ]
+    assert folder_sentinels(deployed, "w1")["daylily.error"] == "2026-12-03T09:16:02.000000Z\texit 1\n"
+
+
+def test_a_redelivered_batch_leaves_the_folder_as_once(
+    deployed: Template, mirror: Callable[[dict[str, Any]], Any]
+) -> None:
+    event = {"Records": [stream_record(1, item("w1", "in_progress", 3), item("w1", "complete", 4))]}
+
+    for _ in range(3):
+        assert mirror(event) == {"batchItemFailures": []}
+
+    assert folder_sentinels(deployed, "w1") == {"daylily.complete": "2026-12-03T09:16:02.000000Z\n"}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import boto3
 
 from .layout import MAX_TEXT_FILE_BYTES, SAMPLE_SHEET, WORK_FILE
+from .sentinels import SentinelPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -57,3 +58,11 @@ class WorksetBucket:
                 problems.append(f"{name} is not UTF-8 text (byte {exc.start})")
 
         return FolderSnapshot(sizes=sizes, texts=texts, problems=tuple(problems))
+
+    def apply(self, folder: str, plan: SentinelPlan) -> None:
+        """Write and remove a folder's system sentinels: one PUT per sentinel written, one DeleteObjects call."""
+        for name, body in sorted(plan.put.items()):
+            self.client.put_object(Bucket=self.bucket, Key=folder + name, Body=body.encode(), ContentType="text/plain")
+        if plan.remove:
+            objects = [{"Key": folder + name} for name in sorted(plan.remove)]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
