@@ -19,6 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.s3 import notifications as s3_notifications
@@ -48,12 +57,17 @@ def install_moto_patches() -> None:
     """Make moto keep DynamoDB's atomicity and add what S3 events lack; idempotent, for the server and `mock_aws`.
 
     - every DynamoDB and DynamoDB Streams request runs under `DYNAMODB_LOCK`;
-    - S3 event records of a versioned bucket carry the object's `versionId`, as AWS's do.
+    - S3 event records of a versioned bucket carry the object's `versionId`, as AWS's do;
+    - TransactWriteItems checks every condition first and writes only when all hold, instead of moto's copy of the
+      whole table before each transaction (which made every transaction's cost grow with the table).
     """
     for handler in (DynamoHandler, DynamoDBStreamsHandler):
         call_action = handler.call_action
         if not getattr(call_action, _PATCHED_MARK, False):
             handler.call_action = _serialized(call_action)  # type: ignore[method-assign]
+
+    if not getattr(DynamoDBBackend.transact_write_items, _PATCHED_MARK, False):
+        DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
 
     if not getattr(s3_notifications._get_s3_event, _PATCHED_MARK, False):
         s3_notifications._get_s3_event = _with_version_id(s3_notifications._get_s3_event)
@@ -67,6 +81,90 @@ def _serialized(call_action: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     setattr(locked, _PATCHED_MARK, True)
     return locked
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    """DynamoDB's TransactWriteItems: every condition is checked, then every write is made, or none is.
+
+    It runs under `DYNAMODB_LOCK` (the request handler holds it), so nothing changes between the two phases.
+
+    Limitations:
+        a write that fails after all conditions held (an update expression DynamoDB would refuse at validation)
+        leaves the writes before it in place; the product's transactions use Put and ConditionCheck only.
+    """
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+
+    targets: set[tuple[str, str]] = set()
+    planned: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    reasons: list[tuple[str | None, str | None, dict[str, Any] | None]] = []
+    for transact_item in transact_items:
+        if len(transact_item) > 1:
+            raise TransactWriteSingleOpException
+        op_type, op = next(iter(transact_item.items()))
+        try:
+            key = _transaction_key(self, op_type, op)
+            target = (str(op["TableName"]), str(dict(sorted(key.items()))))
+            if target in targets:
+                raise MultipleTransactionsException()
+            targets.add(target)
+
+            current = self.get_item(op["TableName"], key)
+            condition = op.get("ConditionExpression")
+            names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            if condition is not None and not get_filter_expression(condition, names, values).expr(current):
+                old = (
+                    current.to_json()["Attributes"]
+                    if current and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD"
+                    else None
+                )
+                reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
+                continue
+        except MockValidationException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as this item's cancellation reason, as moto does
+            reasons.append((type(exc).__name__, str(exc), None))
+            continue
+        reasons.append((None, None, None))
+        planned.append((op_type, op, key))
+
+    if any(code is not None for code, _, _ in reasons):
+        raise TransactionCanceledException(reasons)
+
+    for op_type, op, key in planned:
+        table_name, names, values = (
+            op["TableName"],
+            op.get("ExpressionAttributeNames"),
+            op.get("ExpressionAttributeValues"),
+        )
+        if op_type == "Put":
+            self.put_item(table_name, op["Item"], expression_attribute_names=names, expression_attribute_values=values)
+        elif op_type == "Delete":
+            self.delete_item(table_name, key, expression_attribute_names=names, expression_attribute_values=values)
+        elif op_type == "Update":
+            self.update_item(
+                table_name,
+                key,
+                update_expression=op["UpdateExpression"],
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+            )
+
+
+setattr(_transact_write_items, _PATCHED_MARK, True)
+
+
+def _transaction_key(backend: DynamoDBBackend, op_type: str, op: dict[str, Any]) -> dict[str, Any]:
+    if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+        raise ValueError(f"unsupported transaction operation {op_type}")
+    if op_type != "Put":
+        return dict(op["Key"])
+
+    table = backend.get_table(op["TableName"])
+    key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = op["Item"][table.range_key_attr]
+    return key
 
 
 def _with_version_id(get_s3_event: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:

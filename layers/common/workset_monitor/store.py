@@ -356,8 +356,10 @@ class WorksetStore:
         try:
             self._write(new, entry, condition=condition, values=values)
         except ConcurrentUpdate:
+            if lease_token is None:
+                raise
             current = self.get(old.workset_id)
-            if lease_token is not None and (current.lease is None or current.lease.token != lease_token):
+            if current.lease is None or current.lease.token != lease_token:
                 raise LeaseLost(old.workset_id, lease_token) from None
             raise
 
