@@ -146,8 +146,8 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
                 table_name,
                 key,
                 update_expression=op["UpdateExpression"],
-                expression_attribute_names=names,
-                expression_attribute_values=values,
+                expression_attribute_names=names or {},
+                expression_attribute_values=values or {},
             )
 
 

@@ -12,6 +12,7 @@ from .sentinels import SentinelPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 MAX_FOLDER_OBJECTS = 100_000
 
@@ -64,5 +65,5 @@ class WorksetBucket:
         for name, body in sorted(plan.put.items()):
             self.client.put_object(Bucket=self.bucket, Key=folder + name, Body=body.encode(), ContentType="text/plain")
         if plan.remove:
-            objects = [{"Key": folder + name} for name in sorted(plan.remove)]
+            objects: list[ObjectIdentifierTypeDef] = [{"Key": folder + name} for name in sorted(plan.remove)]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
