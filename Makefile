@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/common
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv test unit integration e2e lint typecheck validate-sam demo local clean
+.PHONY: help venv test unit integration e2e lint typecheck validate-sam demo local clean bench
 
 help:
 	@echo "make demo      run a real workset through the local stack, end to end"
@@ -59,3 +59,6 @@ local: venv
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+bench: venv
+	$(PY) -m benchmarks.aws_calls

@@ -96,6 +96,7 @@ class Measurement:
 
     @property
     def total(self) -> int:
+        """Every call the operation made."""
         return sum(self.calls.values())
 
     def breakdown(self) -> str:
@@ -215,7 +216,7 @@ def seed_history(store: WorksetStore, workset_id: str, entries: int) -> Workset:
 
     The store registers the workset (entry 1); the other entries are batch-written in the store's item layout
     (see store.py: pk `WORKSET#<id>`, sk `HISTORY#<version>`), and the workset item is moved to the last version, so
-    the workset is as if the store had written every entry. Reading the whole history back checks the layout.
+    the workset is as if the store had written every entry. The measured read checks that it finds them.
     """
     # NOTE: moto deep-copies the whole table on each transaction, so writing 1,000 entries through the store's
     # transactions takes minutes and gigabytes of memory; batch writes take a second.
@@ -244,11 +245,7 @@ def seed_history(store: WorksetStore, workset_id: str, entries: int) -> Workset:
     client.put_item(TableName=store.table_name, Item={**item, "version": {"N": str(entries)}})
 
     seeded = store.get(workset_id)
-    history = store.full_history(workset_id)
-    _expect(
-        seeded.version == entries and [entry.version for entry in history] == list(range(1, entries + 1)),
-        f"{workset_id}: seeded version {seeded.version} with {len(history)} history entries, not {entries}",
-    )
+    _expect(seeded.version == entries, f"{workset_id}: seeded at version {seeded.version}, not {entries}")
     return seeded
 
 
@@ -276,10 +273,12 @@ def _assigned_entry(workset: Workset, version: int, at: datetime) -> dict[str, A
 
 
 def _workset_pk(workset_id: str) -> str:
+    """The partition key of a workset and its history (store.py's layout)."""
     return f"WORKSET#{workset_id}"
 
 
 def _expect(condition: bool, problem: str) -> None:
+    """Stop the benchmark with `problem` unless `condition` holds: it would measure something else."""
     if not condition:
         raise BenchmarkError(problem)
 
@@ -348,6 +347,7 @@ def quiet_logs() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Deploy the template into `mock_aws`, measure every operation, print the table."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.aws_calls", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--no-wall-time", action="store_true", help="leave the wall time out, so the output is the same on every run"

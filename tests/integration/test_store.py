@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -260,3 +261,18 @@ def test_failures_a_person_must_look_at_do_not_retry_by_themselves(
 
     assert failed.retry_at is None
     assert Scheduler(store, clock_skew_seconds=60).tick(now=failed.updated_at + timedelta(days=1)).retried == []
+
+
+def test_ten_thousand_transitions_of_one_workset_are_all_in_its_history(store: WorksetStore) -> None:
+    # GIVEN a workset sent back and forth 10,000 times (DynamoDB would refuse an item over 400 KB)
+    workset = store.register(new_workset("busy"), actor="register")
+    for n in range(10_000):
+        workset = store.transition(workset, State.CANCELED if n % 2 == 0 else State.READY, actor="test", reason=f"{n}")
+
+    # THEN every transition is in the history, in order, and the workset item itself stayed small
+    history = store.full_history("busy")
+    assert len(history) == 10_001
+    assert [entry.reason for entry in history[1:]] == [str(n) for n in range(10_000)]
+    assert [entry.version for entry in history] == list(range(1, 10_002))
+    item = store.client.get_item(TableName=store.table_name, Key={"pk": {"S": "WORKSET#busy"}, "sk": {"S": "WORKSET"}})
+    assert len(json.dumps(item["Item"])) < 4096
