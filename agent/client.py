@@ -97,10 +97,11 @@ class ApiClient:
         )
         return answer
 
-    def heartbeat(self, workset_id: str, lease_token: int) -> dict[str, Any]:
-        answer: dict[str, Any] = self.request(
-            "POST", f"/worksets/{_segment(workset_id)}/heartbeat", {"lease_token": lease_token}
-        )
+    def heartbeat(self, workset_id: str, lease_token: int, progress: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"lease_token": lease_token}
+        if progress:
+            body["progress"] = progress
+        answer: dict[str, Any] = self.request("POST", f"/worksets/{_segment(workset_id)}/heartbeat", body)
         return answer
 
     def change_state(self, workset_id: str, state: str, **fields: Any) -> dict[str, Any]:

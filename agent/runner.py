@@ -18,7 +18,8 @@ from .client import ApiClient, ApiError
 
 logger = logging.getLogger("workset_agent")
 
-LOG_TAIL_LINES = 20
+LOG_TAIL_LINES = 5
+"""How many of the run's last log lines go into the error reason."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,15 @@ class Agent:
         workdir = self.config.work_root / _safe_dirname(workset.get("work", {}).get("workdir_name") or workset_id)
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "workset-agent.log"
+        progress_path = workdir / "workset-progress"
+        progress_path.unlink(missing_ok=True)
         command = f"{self.config.run_prefix} {workset.get('work', {}).get('run_command', '')}"
         env = {
             **os.environ,
             "WORKSET_ID": workset_id,
             "WORKSET_URI": f"s3://{workset['bucket']}/{workset['folder']}",
             "WORKSET_ATTEMPT": str(workset.get("attempt", 1)),
+            "WORKSET_PROGRESS_FILE": str(progress_path),
         }
 
         logger.info("workset %s running: %s", workset_id, command)
@@ -130,14 +134,15 @@ class Agent:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            stopped_because = self._watch(process, workset_id, token)
+            stopped_because = self._watch(process, workset_id, token, progress_path)
 
         tail = _tail(log_path)
         return self._report(workset_id, token, process.returncode, stopped_because, tail)
 
-    def _watch(self, process: subprocess.Popen[bytes], workset_id: str, token: int) -> str | None:
-        """Heartbeat while the process runs. Stop its whole process group if the workset is canceled or the lease
-        is lost; return why it was stopped, or None when it ended by itself."""
+    def _watch(self, process: subprocess.Popen[bytes], workset_id: str, token: int, progress_path: Path) -> str | None:
+        """Heartbeat while the process runs, with the step the run last wrote into its progress file. Stop the run's
+        whole process group if the workset is canceled or the lease is lost; return why it was stopped, or None when
+        it ended by itself."""
         next_beat = time.monotonic() + self.config.heartbeat_seconds
         while process.poll() is None:
             time.sleep(min(0.2, self.config.heartbeat_seconds))
@@ -146,7 +151,7 @@ class Agent:
             next_beat = time.monotonic() + self.config.heartbeat_seconds
 
             try:
-                state = str(self.client.heartbeat(workset_id, token)["state"])
+                state = str(self.client.heartbeat(workset_id, token, _progress(progress_path))["state"])
             except ApiError as exc:
                 if exc.code != "lease_lost":
                     logger.warning("heartbeat of %s failed: %s", workset_id, exc)
@@ -205,6 +210,15 @@ def _stop(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None
         process.wait()
     except ProcessLookupError:
         pass
+
+
+def _progress(path: Path) -> str | None:
+    """The last step the run wrote into its progress file, if any (at most 200 characters, one line)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return " ".join(text.splitlines()[-1].split())[:200] if text else None
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

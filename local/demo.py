@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +33,10 @@ EXAMPLES = ROOT / "examples" / "worksets"
 FAKE_DY_R = ROOT / "examples" / "pipeline" / "fake-dy-r.sh"
 LOCAL_DIR = ROOT / ".local"
 VALID = "hg002-giab-wgs-30x"
+RETRIED = "hg003-wes-normal"
 INVALID = "broken-sheet-example"
+RETRY_BASE_SECONDS = 2
+"""The demo's stack retries a transient failure after 2 s (deployed, the default is 60 s)."""
 CLUSTER = "demo-cluster-usw2a"
 TIMEOUT_SECONDS = 90.0
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -89,8 +93,11 @@ class Stack:
 
 
 @contextmanager
-def local_stack(name: str = "demo", schedule_seconds: float = 1.0) -> Iterator[Stack]:
-    """Run `python -m local.stack` on free ports until the block ends; its log goes to `.local/<name>-stack.log`."""
+def local_stack(
+    name: str = "demo", schedule_seconds: float = 1.0, parameters: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """Run `python -m local.stack` on free ports until the block ends; its log goes to `.local/<name>-stack.log`.
+    `parameters` override the template's."""
     LOCAL_DIR.mkdir(exist_ok=True)
     state_file = LOCAL_DIR / f"{name}-stack.json"
     state_file.unlink(missing_ok=True)
@@ -108,6 +115,7 @@ def local_stack(name: str = "demo", schedule_seconds: float = 1.0) -> Iterator[S
         "0.2",
         "--state-file",
         str(state_file),
+        *(f"--parameter={key}={value}" for key, value in (parameters or {}).items()),
     ]
     with (LOCAL_DIR / f"{name}-stack.log").open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=_environment(), stdout=log, stderr=subprocess.STDOUT)
@@ -126,39 +134,45 @@ def local_stack(name: str = "demo", schedule_seconds: float = 1.0) -> Iterator[S
 
 
 def main() -> int:
-    with local_stack() as stack:
+    with local_stack(parameters={"RetryBaseSeconds": str(RETRY_BASE_SECONDS)}) as stack:
         _say(f"local stack up: emulator {stack.emulator_url}, API {stack.api_url} (log: .local/demo-stack.log)")
         s3 = stack.client("s3")
         api = stack.api()
 
-        for name in (VALID, INVALID):
+        for name in (VALID, RETRIED, INVALID):
             count = upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / name)
             _say(f"uploaded {count} files to s3://{stack.bucket}/{stack.prefix}{name}/, then daylily.ready")
+        for name in (VALID, RETRIED, INVALID):
+            workset = _wait(partial(_find, api, name), f"{name} to be registered")
+            _say(f"{name} registered: {workset['state']}, priority {workset['priority']}, attempt {workset['attempt']}")
 
-        valid = _wait(lambda: _find(api, VALID), f"{VALID} to be registered")
-        _say(f"{VALID} registered: {valid['state']}, priority {valid['priority']}, {valid['sample_count']} samples")
-        invalid = _wait(lambda: _find(api, INVALID), f"{INVALID} to be registered")
-        _say(f"{INVALID} registered: {invalid['state']} ({invalid.get('error_category')})")
-
-        agent = start_agent(stack)
-        final = _wait(lambda: _finished(api, VALID), f"{VALID} to finish")
+        _say(f"{RETRIED}'s first attempt will fail with a transient error (exit 75), then retry by itself")
+        agent = start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED)
+        outcomes = {name: _wait(partial(finished, api, name), f"{name} to finish") for name in (VALID, RETRIED)}
         agent_output = _stop(agent)
         inbox = Inbox(stack)
-        _wait(lambda: inbox.until_completion_of(VALID), "the completion notification")
-
-        folder = f"{stack.prefix}{VALID}/"
-        sentinels = _wait(lambda: settled_sentinels(s3, stack.bucket, folder), "the sentinels to be mirrored")
+        _wait(lambda: inbox.until_completion_of(RETRIED), "the completion notifications")
+        folders = {name: f"{stack.prefix}{name}/" for name in outcomes}
+        sentinels = {
+            name: _wait(partial(settled_sentinels, s3, stack.bucket, folders[name]), "sentinels") for name in folders
+        }
 
         print_agent(agent_output)
-        print_timeline(final)
-        print(f"\nsentinels in s3://{stack.bucket}/{folder}: {', '.join(sentinels)}")
+        for name, workset in outcomes.items():
+            print_timeline(workset)
+            print(f"  sentinels now in its folder: {', '.join(sentinels[name])}")
         invalid = api.get_workset(INVALID)
         print_reasons(invalid)
         print_notifications(inbox.messages)
 
-        ok = final["state"] == "complete" and invalid["state"] == "error"
+        summary = {name: (workset["state"], workset["attempt"]) for name, workset in outcomes.items()}
+        ok = summary == {VALID: ("complete", 1), RETRIED: ("complete", 2)} and invalid["state"] == "error"
         print()
-        _say(f"{VALID} is {final['state']}, {INVALID} is {invalid['state']}: demo {'passed' if ok else 'FAILED'}")
+        _say(
+            f"{VALID} is {outcomes[VALID]['state']}, {RETRIED} is {outcomes[RETRIED]['state']} "
+            f"after {outcomes[RETRIED]['attempt']} attempts, {INVALID} is {invalid['state']}: "
+            f"demo {'passed' if ok else 'FAILED'}"
+        )
         return 0 if ok else 1
 
 
@@ -174,8 +188,9 @@ def upload_workset(s3: Any, bucket: str, prefix: str, folder: Path, name: str | 
     return len(files)
 
 
-def start_agent(stack: Stack, cluster: str = CLUSTER, *extra: str) -> subprocess.Popen[str]:
-    """The cluster agent as its own process, as it runs on a head node, with the harmless stand-in for dy-r."""
+def start_agent(stack: Stack, cluster: str = CLUSTER, *, fail_first_attempt_of: str = "") -> subprocess.Popen[str]:
+    """The cluster agent as its own process, as it runs on a head node, with the harmless stand-in for dy-r (which
+    fails the first attempt of `fail_first_attempt_of` with a transient error)."""
     command = [
         sys.executable,
         "-m",
@@ -202,12 +217,10 @@ def start_agent(stack: Stack, cluster: str = CLUSTER, *extra: str) -> subprocess
         "5",
         "--work-root",
         str(LOCAL_DIR / "agent-work"),
-        *extra,
     ]
+    env = {**_environment(), "FAKE_DYR_FAIL_WORKSETS": fail_first_attempt_of, "FAKE_DYR_STEP_SECONDS": "0.4"}
     _say(f"agent started for cluster {cluster}")
-    return subprocess.Popen(
-        command, cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 class Inbox:
@@ -252,7 +265,7 @@ def print_timeline(workset: dict[str, Any]) -> None:
             label = f"{entry['from_state']} -> {entry['to_state']}"
         else:
             label = f"{entry['event']} ({entry['to_state']})"
-        print(f"  +{offset:6.2f}s  {label:<26} by {entry['actor']:<24} {entry.get('reason', '')}")
+        print(f"  +{offset:6.2f}s  #{entry['attempt']}  {label:<24} by {entry['actor']:<14} {entry.get('reason', '')}")
 
 
 def print_reasons(workset: dict[str, Any]) -> None:
@@ -266,7 +279,7 @@ def print_notifications(messages: list[dict[str, Any]]) -> None:
     for message in messages:
         seen = attributes(message)
         print(
-            f"  {seen.get('event_type', '?'):<13} {seen.get('workset_id', '?'):<21} {seen.get('state', '?'):<11} "
+            f"  {seen.get('event_type', '?'):<15} {seen.get('workset_id', '?'):<21} {seen.get('state', '?'):<11} "
             f"{seen.get('priority', '?'):<6}  {message.get('Subject', '')}"
         )
 
@@ -287,9 +300,13 @@ def _find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
         raise
 
 
-def _finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
+def finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
+    """The workset once nothing more will happen to it by itself: complete, canceled, or failed with no retry due."""
     workset = api.get_workset(workset_id)
-    return workset if workset["state"] in ("complete", "error", "canceled") else None
+    final = workset["state"] in ("complete", "canceled") or (
+        workset["state"] == "error" and not workset.get("retry_at")
+    )
+    return workset if final else None
 
 
 def _wait(probe: Callable[[], T | None], what: str) -> T:

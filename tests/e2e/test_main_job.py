@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -23,6 +24,7 @@ from local.demo import (
     Inbox,
     Stack,
     attributes,
+    finished,
     local_stack,
     settled_sentinels,
     start_agent,
@@ -37,7 +39,7 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """The stack as `make local` runs it: its own process, known to its clients through its state file."""
-    with local_stack("e2e", schedule_seconds=0.5) as running:
+    with local_stack("e2e", schedule_seconds=0.5, parameters={"RetryBaseSeconds": "1"}) as running:
         yield running
 
 
@@ -68,11 +70,6 @@ def find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
         if exc.status == 404:
             return None
         raise
-
-
-def finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
-    workset = api.get_workset(workset_id)
-    return workset if workset["state"] in ("complete", "error", "canceled") else None
 
 
 def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: Stack, api: ApiClient, s3: Any) -> None:
@@ -156,7 +153,10 @@ def test_make_demo_exits_0_and_shows_the_states_up_to_complete_and_the_reasons()
         "locked -> in_progress",
         "in_progress -> complete",
         "- daylily_info.yaml is missing",
-        "completion    hg002-giab-wgs-30x",
+        "error -> ready",
+        "automatic retry: attempt 2 of 3 after a transient error",
+        "retry_scheduled hg003-wes-normal",
+        "completion      hg002-giab-wgs-30x",
         "demo passed",
     ):
         assert line in result.stdout
@@ -185,3 +185,56 @@ def test_local_drop_puts_a_folder_into_the_running_stack(stack: Stack, api: ApiC
     # THEN the workset shows up as ready
     workset = wait_for(lambda: find(api, "dropped by hand"), seconds=10)
     assert workset["state"] == "ready"
+
+
+def test_a_transient_failure_backs_off_retries_and_succeeds_visibly(stack: Stack, api: ApiClient, s3: Any) -> None:
+    # GIVEN a workset whose first attempt fails with a transient error (the stack's backoff starts at 1 s)
+    upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / "hg003-wes-normal", "flaky run")
+    wait_for(lambda: find(api, "flaky run"), seconds=10)
+
+    # WHEN an agent runs it
+    agent = start_agent(stack, "flaky-cluster", fail_first_attempt_of="flaky run")
+    try:
+        final = wait_for(lambda: finished(api, "flaky run"), seconds=60)
+    finally:
+        agent.kill()
+        agent.communicate()
+
+    # THEN it failed, waited, went back to the queue as attempt 2 by itself, and completed
+    assert (final["state"], final["attempt"]) == ("complete", 2)
+    moves = [
+        (entry["to_state"], entry["attempt"], entry["actor"])
+        for entry in final["history"]
+        if entry["event"] == "transition"
+    ]
+    assert [(state, attempt) for state, attempt, _ in moves] == [
+        ("locked", 1),
+        ("in_progress", 1),
+        ("error", 1),
+        ("ready", 2),
+        ("locked", 2),
+        ("in_progress", 2),
+        ("complete", 2),
+    ]
+    failure, retry = final["history"][4], final["history"][5]
+    assert failure["error_category"] == "transient"
+    assert (retry["actor"], retry["reason"]) == ("scheduler", "automatic retry: attempt 2 of 3 after a transient error")
+    assert (_time(retry["at"]) - _time(failure["at"])).total_seconds() >= 1
+
+    # AND the folder showed the failure while it lasted, then the success
+    folder = f"{stack.prefix}flaky run/"
+    assert wait_for(lambda: settled_sentinels(s3, stack.bucket, folder), seconds=10) == [
+        "daylily.complete",
+        "daylily.ready",
+    ]
+    versions = s3.list_object_versions(Bucket=stack.bucket, Prefix=folder + "daylily.error")
+    error_bodies = [
+        s3.get_object(Bucket=stack.bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read().decode()
+        for v in versions.get("Versions", [])
+    ]
+    assert len(error_bodies) == 1 and "\trun command exited with 75" in error_bodies[0]
+    assert [marker["IsLatest"] for marker in versions.get("DeleteMarkers", [])] == [True]
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)

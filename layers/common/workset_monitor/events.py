@@ -140,7 +140,7 @@ def email_text(event: WorksetEvent) -> str:
 def _headline(event: WorksetEvent) -> str:
     if event.event_type in (EventType.ERROR, EventType.LEASE_EXPIRED, EventType.RETRY_SCHEDULED):
         first = f": {event.reasons[0]}" if event.reasons else ""
-        retry = f", retry at {event.retry_at:%H:%M} UTC" if event.retry_at else ""
+        retry = f", retry at {event.retry_at:%H:%M:%S} UTC" if event.retry_at else ""
         return f"error ({event.error_category}{retry}){first}"
     if event.from_state is None:
         return f"registered, {event.state}"
