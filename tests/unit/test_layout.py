@@ -605,3 +605,17 @@ def test_every_work_file_problem_is_reported_not_only_the_first():
 
     assert len(report.reasons) == 4
     assert report.work is None
+
+
+def test_a_work_file_may_set_its_number_of_attempts():
+    report = check(work_file=WORK + "max_attempts: 5\n")
+
+    assert report.reasons == ()
+    assert report.work is not None and report.work.max_attempts == 5
+
+
+@pytest.mark.parametrize("value", ["0", "11", "two", "true", "2.5"])
+def test_a_number_of_attempts_out_of_bounds_is_reported(value):
+    report = check(work_file=WORK + f"max_attempts: {value}\n")
+
+    assert report.reasons == ("daylily_work.yaml: max_attempts must be a whole number from 1 to 10",)

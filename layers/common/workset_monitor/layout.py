@@ -75,8 +75,12 @@ WORK_FILE_KEYS: dict[str, tuple[str, ...]] = {
     "priority": ("priority",),
     "depends_on": ("depends_on",),
     "deadline": ("deadline",),
+    "max_attempts": ("max_attempts",),
 }
 """Each WorkSpec field and the keys of `daylily_work.yaml` that may carry it, the canonical key first."""
+
+MAX_ATTEMPTS_LIMIT = 10
+"""The most attempts a work file may allow; each one may cost a cluster's worth of compute."""
 
 MAX_WORKSET_NAME_BYTES = 512
 MAX_TEXT_FILE_BYTES = 5 * 1024 * 1024
@@ -302,6 +306,11 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
             findings.add(f"{WORK_FILE}: depends_on must be a list of workset names")
         else:
             fields["depends_on"] = tuple(depends_on)
+
+    if "max_attempts" in fields:
+        attempts = fields["max_attempts"]
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:
+            findings.add(f"{WORK_FILE}: max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}")
 
     if "deadline" in fields:
         deadline = _parse_deadline(fields["deadline"])

@@ -18,6 +18,9 @@ def sortable(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+DEFAULT_MAX_ATTEMPTS = 3
+
+
 class State(StrEnum):
     READY = "ready"
     LOCKED = "locked"
@@ -74,6 +77,7 @@ class WorkSpec(BaseModel):
     priority: Priority = Priority.NORMAL
     depends_on: tuple[str, ...] = ()
     deadline: datetime | None = None
+    max_attempts: int | None = Field(default=None, description="Overrides the default number of attempts.")
 
 
 class Lease(BaseModel):
@@ -98,7 +102,7 @@ class Workset(BaseModel):
     version: int = 1
     priority: Priority = Priority.NORMAL
     attempt: int = 1
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     created_at: datetime
     updated_at: datetime
     work: WorkSpec | None = None

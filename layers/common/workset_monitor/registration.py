@@ -10,7 +10,7 @@ from enum import StrEnum
 from .bucket import FolderSnapshot
 from .errors import TransitionRefused, WorksetExists
 from .layout import SAMPLE_SHEET, SENTINEL_IGNORE, WORK_FILE, SentinelKey, validate_folder
-from .models import ErrorCategory, Priority, State, Workset, utcnow
+from .models import DEFAULT_MAX_ATTEMPTS, ErrorCategory, Priority, State, Workset, utcnow
 from .observability import logger
 from .states import allowed_next
 from .store import WorksetStore
@@ -123,6 +123,7 @@ class Registrar:
                     "attempt": existing.attempt + 1,
                     "work": fresh.work,
                     "priority": fresh.priority,
+                    "max_attempts": fresh.max_attempts,
                     "sample_count": fresh.sample_count,
                     "sentinel": sentinel.sentinel,
                     "sentinel_sequencer": sequencer,
@@ -150,6 +151,7 @@ class Registrar:
             folder=sentinel.folder,
             state=state,
             priority=report.work.priority if report.work else Priority.NORMAL,
+            max_attempts=(report.work.max_attempts if report.work else None) or DEFAULT_MAX_ATTEMPTS,
             created_at=now,
             updated_at=now,
             work=report.work,
