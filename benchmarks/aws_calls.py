@@ -24,13 +24,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import boto3
-from boto3.dynamodb.types import TypeSerializer
 from botocore.client import BaseClient
 from moto import mock_aws
 
@@ -44,10 +42,7 @@ from workset_monitor.lifecycle import Lifecycle
 from workset_monitor.models import HistoryEntry, State, Workset, utcnow
 from workset_monitor.observability import logger
 from workset_monitor.registration import Outcome, Registrar
-from workset_monitor.store import HISTORY_PREFIX, WORKSET_SK, WorksetStore
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.client import DynamoDBClient
+from workset_monitor.store import WorksetStore
 
 T = TypeVar("T")
 ClientT = TypeVar("ClientT", bound=BaseClient)
@@ -66,15 +61,11 @@ CLUSTER = "bench-cluster"
 LEASE_SECONDS = 900
 SEQUENCER = "0062F1A8B4C3D2E1F0"
 """The S3 event sequencer the register function passes with a sentinel; any hex string will do."""
-BATCH_WRITE_ITEMS = 25
-"""The most items one DynamoDB BatchWriteItem call takes."""
 
 REGISTER = "register (valid example folder)"
 CLAIM = "claim"
 HEARTBEAT = "heartbeat"
 TRANSITION = "transition locked -> in_progress"
-
-_serializer = TypeSerializer()
 
 
 def read_operation(entries: int) -> str:
@@ -212,14 +203,10 @@ def read_with_history(store: WorksetStore, workset_id: str) -> tuple[Workset, li
 
 
 def seed_history(store: WorksetStore, workset_id: str, entries: int) -> Workset:
-    """A ready workset with `entries` history entries: registered, then reassigned by the scheduler again and again.
-
-    The store registers the workset (entry 1); the other entries are batch-written in the store's item layout
-    (see store.py: pk `WORKSET#<id>`, sk `HISTORY#<version>`), and the workset item is moved to the last version, so
-    the workset is as if the store had written every entry. The measured read checks that it finds them.
-    """
-    # NOTE: moto deep-copies the whole table on each transaction, so writing 1,000 entries through the store's
-    # transactions takes minutes and gigabytes of memory; batch writes take a second.
+    """A ready workset with `entries` history entries, all written by the store: registered, then reassigned by the
+    scheduler again and again (each assignment is a history entry)."""
+    # NOTE: one transaction per entry; fast only with `install_moto_patches()`, as moto itself copies the whole table
+    # before each transaction.
     now = utcnow()
     workset = store.register(
         Workset(
@@ -233,48 +220,10 @@ def seed_history(store: WorksetStore, workset_id: str, entries: int) -> Workset:
         actor="register",
         reason=f"{SENTINEL_READY} dropped",
     )
-    client: DynamoDBClient = store.client
-    items = [_assigned_entry(workset, version, now + timedelta(minutes=version)) for version in range(2, entries + 1)]
-    for start in range(0, len(items), BATCH_WRITE_ITEMS):
-        batch = [{"PutRequest": {"Item": item}} for item in items[start : start + BATCH_WRITE_ITEMS]]
-        response = client.batch_write_item(RequestItems={store.table_name: batch})  # type: ignore[dict-item]
-        _expect(not response.get("UnprocessedItems"), "the emulator left history entries unwritten")
-
-    key = {"pk": {"S": _workset_pk(workset_id)}, "sk": {"S": WORKSET_SK}}
-    item = client.get_item(TableName=store.table_name, Key=key, ConsistentRead=True)["Item"]
-    client.put_item(TableName=store.table_name, Item={**item, "version": {"N": str(entries)}})
-
-    seeded = store.get(workset_id)
-    _expect(seeded.version == entries, f"{workset_id}: seeded at version {seeded.version}, not {entries}")
-    return seeded
-
-
-def _assigned_entry(workset: Workset, version: int, at: datetime) -> dict[str, Any]:
-    """The history item of the scheduler (re)assigning `workset`, at `version`, as DynamoDB JSON."""
-    cluster = f"{CLUSTER}-{version % 2}"
-    entry = HistoryEntry(
-        workset_id=workset.workset_id,
-        version=version,
-        event="assigned",
-        from_state=State.READY,
-        to_state=State.READY,
-        at=at,
-        actor="scheduler",
-        reason=f"{cluster} has room",
-        attempt=workset.attempt,
-        cluster=cluster,
-    )
-    item = {
-        "pk": _workset_pk(workset.workset_id),
-        "sk": f"{HISTORY_PREFIX}{version:012d}",
-        **entry.model_dump(mode="json", exclude_none=True),
-    }
-    return {name: _serializer.serialize(value) for name, value in item.items()}
-
-
-def _workset_pk(workset_id: str) -> str:
-    """The partition key of a workset and its history (store.py's layout)."""
-    return f"WORKSET#{workset_id}"
+    for assignment in range(1, entries):
+        cluster = f"{CLUSTER}-{assignment % 2}"
+        workset = store.assign(workset, cluster=cluster, reason=f"{cluster} has room")
+    return workset
 
 
 def _expect(condition: bool, problem: str) -> None:
