@@ -130,7 +130,7 @@ def test_a_heartbeat_extends_the_lease_without_a_history_entry(store: WorksetSto
     claimed = store.claim(workset, owner="agent-a", cluster="c1", lease_seconds=60)
     assert claimed.lease is not None
 
-    beaten = store.heartbeat(claimed, lease_token=claimed.lease.token, lease_seconds=600)
+    beaten = store.heartbeat("w1", lease_token=claimed.lease.token, lease_seconds=600)
 
     assert beaten.lease is not None and beaten.lease.expires_at > claimed.lease.expires_at
     assert beaten.lease.token == claimed.lease.token
@@ -156,7 +156,7 @@ def test_the_scheduler_expires_a_lease_past_the_clock_skew_allowance_only(store:
 
     # THEN the old holder's heartbeat is refused
     with pytest.raises(LeaseLost):
-        store.heartbeat(expired, lease_token=claimed.lease.token, lease_seconds=60)
+        store.heartbeat("w1", lease_token=claimed.lease.token, lease_seconds=60)
 
 
 def test_the_scheduler_assigns_urgent_first_within_cluster_room(store: WorksetStore) -> None:

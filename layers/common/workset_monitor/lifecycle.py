@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .errors import ClusterNotFound, LeaseLost, TransitionRefused
+from .errors import ClusterNotFound, TransitionRefused
 from .models import Cluster, ErrorCategory, State, Workset, utcnow
 from .observability import logger
 from .store import WorksetStore
@@ -36,14 +36,9 @@ class Lifecycle:
         self, workset_id: str, *, lease_token: int, lease_seconds: int | None = None, progress: str | None = None
     ) -> Workset:
         """Extend the lease, noting the agent's progress step. The answer carries the workset's state, so an agent
-        learns of a cancel from it: a canceled workset answers with its state, not an error, once."""
-        workset = self.store.get(workset_id)
-        if workset.state is State.CANCELED:
-            return workset
-        if workset.state not in LEASED_STATES:
-            raise LeaseLost(workset_id, lease_token)
+        learns of a cancel from it: a canceled workset answers with its state, not an error."""
         return self.store.heartbeat(
-            workset, lease_token=lease_token, lease_seconds=lease_seconds or self.lease_seconds, progress=progress
+            workset_id, lease_token=lease_token, lease_seconds=lease_seconds or self.lease_seconds, progress=progress
         )
 
     def change_state(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from pydantic import TypeAdapter
 
 from .errors import (
     ClusterNotFound,
@@ -261,23 +262,59 @@ class WorksetStore:
 
     def heartbeat(
         self,
-        workset: Workset,
+        workset_id: str,
         *,
         lease_token: int,
         lease_seconds: int,
         progress: str | None = None,
         now: datetime | None = None,
     ) -> Workset:
-        """Extend the lease held with `lease_token`, and note the agent's progress step if it says one. Not a state
-        change, so no history entry."""
-        _check_lease(workset, lease_token)
-        assert workset.lease is not None  # checked above
+        """Extend the lease held with `lease_token`, noting the agent's progress step if it says one, in one
+        conditional update (heartbeats are the most frequent write). Not a state change, so no history entry.
 
+        A canceled workset answers with itself instead of an error, so the agent learns of the cancel; any other
+        refusal is `LeaseLost` (or `WorksetNotFound`).
+        """
         now = now or utcnow()
-        lease = workset.lease.model_copy(update={"expires_at": now + timedelta(seconds=lease_seconds)})
-        new = _next_version(workset, {"lease": lease, "progress": progress or workset.progress}, now)
-        self._write_over(workset, new, None, lease_token)
-        return new
+        values: dict[str, Any] = {
+            ":token": lease_token,
+            ":expires": _json_time(now + timedelta(seconds=lease_seconds)),
+            ":now": _json_time(now),
+            ":one": 1,
+            ":locked": State.LOCKED.value,
+            ":in_progress": State.IN_PROGRESS.value,
+        }
+        update = "SET #lease.expires_at = :expires, #version = #version + :one, updated_at = :now"
+        if progress:
+            update += ", progress = :progress"
+            values[":progress"] = progress
+
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(_workset_pk(workset_id), WORKSET_SK),
+                UpdateExpression=update,
+                ConditionExpression="#lease.#token = :token AND #state IN (:locked, :in_progress)",
+                ExpressionAttributeNames={
+                    "#lease": "lease",
+                    "#token": "token",
+                    "#version": "version",
+                    "#state": "state",
+                },
+                ExpressionAttributeValues=_typed(values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            if "Item" not in exc.response:
+                raise WorksetNotFound(workset_id) from None
+            current = _workset_from_item(_plain(exc.response["Item"]))  # type: ignore[typeddict-item]
+            if current.state is State.CANCELED:
+                return current
+            raise LeaseLost(workset_id, lease_token) from None
+        return _workset_from_item(_plain(response["Attributes"]))
 
     def assign(self, workset: Workset, *, cluster: str, reason: str, now: datetime | None = None) -> Workset:
         """Record the scheduler's choice of cluster for a ready workset."""
@@ -411,6 +448,14 @@ def _check_lease(workset: Workset, lease_token: int | None) -> None:
         return
     if workset.lease is None or workset.lease.token != lease_token:
         raise LeaseLost(workset.workset_id, lease_token)
+
+
+def _json_time(moment: datetime) -> str:
+    """A time as the models store it (pydantic's JSON form), for attributes written by an update expression."""
+    return str(_TIME.dump_python(moment, mode="json"))
+
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 def _next_version(workset: Workset, update: Mapping[str, Any], now: datetime | None) -> Workset:
