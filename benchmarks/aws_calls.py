@@ -196,10 +196,8 @@ def run_operations(
 
 
 def read_with_history(store: WorksetStore, workset_id: str) -> tuple[Workset, list[HistoryEntry]]:
-    """What `GET /worksets/{id}` reads (functions/api/app.py): the workset, then the first page of its history."""
-    workset = store.get(workset_id)
-    history, _ = store.history(workset.workset_id, limit=HISTORY_PAGE)
-    return workset, history
+    """What `GET /worksets/{id}` reads (functions/api/app.py): the workset with its newest history entries."""
+    return store.get_with_history(workset_id, limit=HISTORY_PAGE)
 
 
 def seed_history(store: WorksetStore, workset_id: str, entries: int) -> Workset:

@@ -30,6 +30,7 @@ from workset_monitor.settings import settings
 from workset_monitor.store import InvalidPageToken, WorksetStore
 
 app = APIGatewayRestResolver(enable_validation=True)
+HISTORY_SHOWN = 100
 _lifecycle: Lifecycle | None = None
 
 ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
@@ -131,13 +132,12 @@ def list_worksets(
 
 @app.get("/worksets/<workset_id>")
 def get_workset(workset_id: str) -> dict[str, Any]:
-    store = lifecycle().store
-    workset = store.get(_workset_id(workset_id))
-    history, token = store.history(workset.workset_id, limit=100)
+    """The workset with its newest 100 history entries, oldest first; `history_complete` says whether that is all."""
+    workset, history = lifecycle().store.get_with_history(_workset_id(workset_id), limit=HISTORY_SHOWN)
     return {
         **to_json_dict(workset),
         "history": [to_json_dict(entry) for entry in history],
-        "history_next_token": token,
+        "history_complete": bool(history) and history[0].event == "registered",
     }
 
 

@@ -216,3 +216,24 @@ def test_an_unknown_route_is_404(api: Any) -> None:
 
     assert status == 404
     assert body["error"]["code"] == "not_found"
+
+
+def test_a_long_history_shows_its_newest_100_entries_oldest_first(api: Any, store: WorksetStore) -> None:
+    workset = registered(store, "w1")
+    for n in range(150):
+        workset = store.record(workset, {}, event="noted", actor="test", reason=f"{n}")
+
+    status, body = api("GET", "/worksets/w1")
+
+    assert status == 200
+    assert [entry["reason"] for entry in body["history"]] == [str(n) for n in range(50, 150)]
+    assert body["history_complete"] is False
+    assert body["version"] == 151
+
+
+def test_a_short_history_is_complete(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+
+    status, body = api("GET", "/worksets/w1")
+
+    assert (status, body["history_complete"], len(body["history"])) == (200, True, 1)

@@ -82,6 +82,26 @@ class WorksetStore:
             raise WorksetNotFound(workset_id)
         return _workset_from_item(_plain(response["Item"]))
 
+    def get_with_history(self, workset_id: str, *, limit: int = 100) -> tuple[Workset, list[HistoryEntry]]:
+        """The workset and its newest `limit` history entries (oldest first), in one strongly consistent query.
+
+        The workset item sorts after its history entries (`WORKSET` > `HISTORY#...`), so reading the partition
+        backwards returns the workset first, then its history newest first.
+        """
+        response = self.client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}},
+            ScanIndexForward=False,
+            Limit=limit + 1,
+            ConsistentRead=True,
+        )
+        items = [_plain(item) for item in response["Items"]]
+        if not items or items[0]["sk"] != WORKSET_SK:
+            raise WorksetNotFound(workset_id)
+        history = [HistoryEntry.model_validate(item) for item in reversed(items[1:])]
+        return _workset_from_item(items[0]), history
+
     def find(self, workset_id: str) -> Workset | None:
         try:
             return self.get(workset_id)
