@@ -13,6 +13,7 @@ help:
 	@echo "make test      install what the tests need, then lint, type-check and run every test"
 	@echo "make local     keep the local stack up (emulator on :4566, API on :3000); writes .local/stack.json"
 	@echo "make validate-sam   sam validate --lint on the template (installs the SAM CLI in $(SAM_VENV))"
+	@echo "make bench     AWS calls per operation"
 
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
