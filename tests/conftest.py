@@ -7,6 +7,7 @@ DynamoDB operation atomic, as DynamoDB is.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
@@ -122,8 +123,11 @@ def api(load_function: Callable[[str], ModuleType]) -> ApiCall:
         query: dict[str, str] | None = None,
         body: Any = None,
         raw_body: str | None = None,
+        body_bytes: bytes | None = None,
     ) -> tuple[int, Any]:
         event = api_event(method, path, query=query, body=json.dumps(body) if body is not None else raw_body)
+        if body_bytes is not None:
+            event.update(body=base64.b64encode(body_bytes).decode(), isBase64Encoded=True)
         response = module.lambda_handler(event, FakeLambdaContext("api"))
         payload = json.loads(response["body"]) if response.get("body") else None
         return response["statusCode"], payload

@@ -5,10 +5,12 @@ Workset ids arrive percent-encoded in the path, as API Gateway passes REST paths
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -59,6 +61,17 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ClusterRegistration(_Body):
+    """What an agent says of its cluster when it registers it or renews its heartbeat."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    region: str = Field(default="us-west-2", min_length=1, max_length=64)
+    availability_zone: str | None = Field(default=None, max_length=64)
+    max_worksets: int = Field(default=1, ge=1, le=10_000)
+    vcpus: int = Field(default=0, ge=0, le=10_000_000)
+    cost_per_vcpu_hour: float = Field(default=0.0, ge=0, le=1_000)
+
+
 class ClaimRequest(_Body):
     owner: str = Field(min_length=1, max_length=256, description="Who holds the lease, e.g. the agent's host and pid.")
     cluster: str = Field(min_length=1, max_length=128)
@@ -82,11 +95,12 @@ class StateChangeRequest(_Body):
     actor: str = Field(default="api", min_length=1, max_length=256)
     lease_token: int | None = None
     error_category: ErrorCategory | None = None
-    error_reasons: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=100)
+    error_reasons: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=50)
 
 
 def _workset_id(raw: str) -> str:
-    return unquote(raw)
+    """A workset id from the path: percent-decoded, in Unicode's composed form (NFC) as ids are stored."""
+    return unicodedata.normalize("NFC", unquote(raw))
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -99,6 +113,25 @@ def handle_domain_error(exc: WorksetError) -> Response:
     status, code = ERROR_STATUS.get(type(exc), (400, "bad_request"))
     logger.info("request refused", status=status, code=code, reason=str(exc))
     return _error(status, code, str(exc))
+
+
+@app.exception_handler(RequestValidationError)
+def handle_invalid_request(exc: RequestValidationError) -> Response:
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', error.get('type', 'invalid'))}"
+        for error in exc.errors()
+    ]
+    return _error(422, "invalid_request", "; ".join(problems)[:2000] or "the request is not valid")
+
+
+@app.exception_handler(UnicodeDecodeError)
+def handle_undecodable_body(exc: UnicodeDecodeError) -> Response:
+    return _error(400, "bad_request", "the body is not UTF-8 text")
+
+
+@app.exception_handler(RecursionError)
+def handle_nested_body(exc: RecursionError) -> Response:
+    return _error(400, "bad_request", "the body is nested too deeply")
 
 
 @app.not_found
@@ -215,7 +248,8 @@ def queue_stats() -> dict[str, Any]:
 
 
 @app.post("/clusters")
-def register_cluster(cluster: Cluster) -> dict[str, Any]:
+def register_cluster(registration: ClusterRegistration) -> dict[str, Any]:
+    cluster = Cluster(**registration.model_dump())
     return to_json_dict(lifecycle().register_cluster(cluster))
 
 

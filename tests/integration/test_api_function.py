@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
 
-from workset_monitor.models import Priority, State, Workset, utcnow
+from workset_monitor.models import ErrorCategory, Priority, State, Workset, WorkSpec, utcnow
 from workset_monitor.store import WorksetStore
 
 pytestmark = pytest.mark.integration
@@ -237,3 +239,123 @@ def test_a_short_history_is_complete(api: Any, store: WorksetStore) -> None:
     status, body = api("GET", "/worksets/w1")
 
     assert (status, body["history_complete"], len(body["history"])) == (200, True, 1)
+
+
+def test_a_request_that_does_not_validate_gets_the_error_shape(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+
+    status, body = api("PUT", "/worksets/w1/state", body={"state": "flying", "extra": 1})
+
+    assert status == 422
+    assert body["error"]["code"] == "invalid_request"
+    assert body["error"]["request_id"] == "test-request-id"
+    assert "state" in body["error"]["message"] and "extra" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body_bytes", "expected"),
+    [(b"\xff\xfe\x00\x01", 400), (b"[" * 100_000, 400), (b"{not json", 422), (b"null", 422)],
+    ids=["not-utf8", "nested-too-deep", "malformed", "null"],
+)
+def test_hostile_bodies_get_a_4xx_with_the_error_shape(
+    api: Any, store: WorksetStore, body_bytes: bytes, expected: int
+) -> None:
+    registered(store, "w1")
+
+    status, body = api("PUT", "/worksets/w1/state", body_bytes=body_bytes)
+
+    assert status == expected
+    assert set(body["error"]) == {"code", "message", "request_id"}
+
+
+def _token(payload: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _token({}),
+        _token({"pk": "x"}),
+        _token({"pk": {"S": "x"}}),
+        _token({"scope": "by-entity:workset", "key": {"pk": {"BOGUS": "x"}}}),
+        _token({"scope": "by-entity:workset", "key": {"pk": "a", "sk": "b", "entity": "c"}}),
+        _token({"scope": "by-entity:workset", "key": {"pk": "a", "sk": "b", "entity": "c", "created_key": 5}}),
+        _token([1, 2]),
+    ],
+)
+def test_tampered_page_tokens_are_400(api: Any, token: str) -> None:
+    status, body = api("GET", "/worksets", query={"next_token": token})
+
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+
+
+def test_a_page_token_of_one_state_is_refused_for_another(api: Any, store: WorksetStore) -> None:
+    for n in range(3):
+        registered(store, f"w{n}")
+    _, first = api("GET", "/worksets", query={"state": "ready", "limit": "1"})
+
+    status, _ = api("GET", "/worksets", query={"state": "error", "next_token": first["next_token"]})
+
+    assert status == 400
+
+
+def test_a_workset_is_locked_only_by_a_claim(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1")
+
+    status, body = api("PUT", "/worksets/w1/state", body={"state": "locked"})
+
+    assert (status, body["error"]["code"]) == (409, "transition_refused")
+    assert "claim" in body["error"]["message"]
+    assert store.get("w1").state is State.READY
+
+
+def test_a_workset_pinned_to_a_cluster_cannot_be_claimed_by_another(api: Any, store: WorksetStore) -> None:
+    registered(store, "w1", work=WorkSpec(run_command="-p x", cluster_name="gpu-cluster"))
+
+    status, body = api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "cpu-cluster"})
+
+    assert status == 409
+    assert "gpu-cluster" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "registration",
+    [
+        {"name": "c1", "surprise": True},
+        {"name": "c1", "region": "x" * 65},
+        {"name": "c1", "status": "draining"},
+        {"name": "bad name"},
+    ],
+)
+def test_cluster_registrations_are_validated(api: Any, registration: dict[str, Any]) -> None:
+    status, body = api("POST", "/clusters", body=registration)
+
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+
+
+def test_a_decomposed_unicode_id_finds_the_composed_workset(api: Any, store: WorksetStore) -> None:
+    registered(store, "café")  # as the register function stores it: NFC
+
+    status, body = api("GET", "/worksets/cafe%CC%81")  # "café" as macOS spells it: e + combining acute
+
+    assert (status, body["workset_id"]) == (200, "café")
+
+
+def test_error_reasons_are_capped_to_fit_the_item(store: WorksetStore) -> None:
+    workset = registered(store, "w1")
+    claimed = store.claim(workset, owner="a", cluster="c1", lease_seconds=600)
+    assert claimed.lease is not None
+
+    failed = store.transition(
+        claimed,
+        State.ERROR,
+        actor="a",
+        lease_token=claimed.lease.token,
+        error_category=ErrorCategory.DATA,
+        error_reasons=tuple("x" * 5000 for _ in range(200)),
+    )
+
+    assert len(failed.error_reasons) == 51
+    assert failed.error_reasons[-1] == "... and 150 more"
+    assert all(len(reason) <= 500 for reason in failed.error_reasons)

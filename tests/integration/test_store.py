@@ -276,3 +276,19 @@ def test_ten_thousand_transitions_of_one_workset_are_all_in_its_history(store: W
     assert [entry.version for entry in history] == list(range(1, 10_002))
     item = store.client.get_item(TableName=store.table_name, Key={"pk": {"S": "WORKSET#busy"}, "sk": {"S": "WORKSET"}})
     assert len(json.dumps(item["Item"])) < 4096
+
+
+def test_a_workset_assigned_to_a_cluster_that_went_silent_is_placed_again(store: WorksetStore) -> None:
+    # GIVEN a workset assigned to cluster c1, whose agent then stopped heartbeating
+    now = utcnow()
+    store.put_cluster(Cluster(name="c1", max_worksets=1, last_heartbeat_at=now - timedelta(minutes=10)))
+    store.put_cluster(Cluster(name="c2", max_worksets=1, last_heartbeat_at=now))
+    store.assign(store.register(new_workset("w1"), actor="register"), cluster="c1", reason="test")
+
+    # WHEN the scheduler ticks
+    report = Scheduler(store, clock_skew_seconds=60).tick(now=now)
+
+    # THEN the workset is taken back from c1 and given to the live c2, and the history says so
+    assert [(decision.workset_id, decision.cluster) for decision in report.assigned] == [("w1", "c2")]
+    assert store.get("w1").assigned_cluster == "c2"
+    assert [entry.event for entry in store.full_history("w1")] == ["registered", "assigned", "unassigned", "assigned"]

@@ -619,3 +619,64 @@ def test_a_number_of_attempts_out_of_bounds_is_reported(value):
     report = check(work_file=WORK + f"max_attempts: {value}\n")
 
     assert report.reasons == ("daylily_work.yaml: max_attempts must be a whole number from 1 to 10",)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("priority: [urgent]\n", "daylily_work.yaml: priority a list is not one of urgent|normal|low"),
+        ("priority: {a: 1}\n", "daylily_work.yaml: priority a mapping is not one of urgent|normal|low"),
+        ("deadline: 2027-02-30\n", "daylily_work.yaml holds a value YAML cannot read: day is out of range for month"),
+        ("budget: [a, b]\n", "daylily_work.yaml: budget must be a single value"),
+        ("budget: " + "x" * 3000 + "\n", "daylily_work.yaml: budget is longer than 2048 characters"),
+    ],
+    ids=["priority-list", "priority-mapping", "impossible-date", "budget-list", "budget-huge"],
+)
+def test_hostile_work_file_values_are_reasons_not_crashes(line, reason):
+    assert check(work_file=WORK + line).reasons == (reason,)
+
+
+def test_a_huge_run_command_is_a_reason():
+    report = check(work_file=f'dy-r: "{"x" * 9000}"\n')
+
+    assert report.reasons == ("daylily_work.yaml: dy-r is 9000 characters, more than 8192",)
+
+
+def test_an_alias_bomb_is_reported_quickly_and_shortly():
+    # GIVEN a "billion laughs" deadline: 9 levels of aliases, each holding nine of the level below
+    levels = ['a0: &a0 ["lol"]'] + [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 10)]
+    work = WORK + "\n".join(levels) + "\ndeadline: *a9\n"
+
+    report = check(work_file=work)
+
+    assert report.reasons == ("daylily_work.yaml: deadline a list is not an ISO-8601 date or time",)
+
+
+def test_a_field_longer_than_the_csv_limit_is_a_reason():
+    report = check(sample_sheet=sheet(row(SAMPLE_ID="S" * 200_000)))
+
+    assert len(report.reasons) == 1
+    assert report.reasons[0].startswith("stage_samples.tsv line 2 cannot be read: field larger than field limit")
+
+
+def test_a_stray_quote_is_taken_literally_and_the_lines_stay_right():
+    report = check(sample_sheet=sheet(row(SAMPLE_ID='"HG002'), row(SAMPLE_ID="HG003"), ["only", "three", "fields"]))
+
+    assert report.reasons == ("stage_samples.tsv line 4: 3 fields, expected 20",)
+
+
+def test_thousands_of_bad_lines_give_fifty_reasons_and_a_count():
+    report = check(sample_sheet=sheet(*(["x"] for _ in range(60_000))))
+
+    assert len(report.reasons) == 51
+    assert report.reasons[-1] == "... and 59950 more problems"
+
+
+def test_a_decomposed_unicode_name_is_registered_under_its_composed_id():
+    decomposed = "cafe\u0301"  # "café" as macOS writes it
+
+    parsed = parse_sentinel_key(f"{PREFIX}{decomposed}/daylily.ready", PREFIX)
+
+    assert parsed is not None
+    assert parsed.workset_id == "caf\u00e9"
+    assert parsed.folder == f"{PREFIX}{decomposed}/"

@@ -79,6 +79,14 @@ WORK_FILE_KEYS: dict[str, tuple[str, ...]] = {
 }
 """Each WorkSpec field and the keys of `daylily_work.yaml` that may carry it, the canonical key first."""
 
+MAX_REASONS = 50
+MAX_REASON_CHARS = 500
+"""A folder's reasons are stored on the workset item, which DynamoDB limits to 400 KB: at most 50 of 500 characters."""
+
+MAX_RUN_COMMAND_CHARS = 8192
+MAX_VALUE_CHARS = 2048
+"""A `dy-r` longer than this is surely not a command line."""
+
 MAX_ATTEMPTS_LIMIT = 10
 """The most attempts a work file may allow; each one may cost a cluster's worth of compute."""
 
@@ -115,10 +123,20 @@ class FolderReport:
 
 @dataclass
 class _Findings:
+    """The reasons found so far: each cut to MAX_REASON_CHARS, and at most MAX_REASONS of them, then a count."""
+
     reasons: list[str] = field(default_factory=list)
+    dropped: int = 0
 
     def add(self, reason: str) -> None:
-        self.reasons.append(reason)
+        if len(self.reasons) >= MAX_REASONS:
+            self.dropped += 1
+            return
+        self.reasons.append(reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "...")
+
+    def all(self) -> tuple[str, ...]:
+        more = (f"... and {self.dropped} more problems",) if self.dropped else ()
+        return (*self.reasons, *more)
 
 
 def parse_sentinel_key(key: str, prefix: str) -> SentinelKey | None:
@@ -133,7 +151,9 @@ def parse_sentinel_key(key: str, prefix: str) -> SentinelKey | None:
     name, sentinel = parts
     if sentinel not in TRIGGER_SENTINELS | SYSTEM_SENTINELS or workset_name_problem(name) is not None:
         return None
-    return SentinelKey(workset_id=name, folder=f"{prefix}{name}/", sentinel=sentinel)
+    # NOTE: the id is the name in Unicode's composed form (NFC), so "café" typed on Linux and written by macOS
+    # (decomposed, NFD) is one workset; the folder keeps the key's own bytes.
+    return SentinelKey(workset_id=unicodedata.normalize("NFC", name), folder=f"{prefix}{name}/", sentinel=sentinel)
 
 
 def workset_name_problem(name: str) -> str | None:
@@ -174,12 +194,17 @@ def validate_folder(
     samples = _check_sample_sheet(sample_sheet, keys, findings) if sample_sheet is not None else ()
     work = _check_work_file(work_file, findings) if work_file is not None else None
 
-    return FolderReport(work=work, samples=samples, reasons=tuple(findings.reasons))
+    return FolderReport(work=work, samples=samples, reasons=findings.all())
 
 
 def _check_sample_sheet(text: str, keys: set[str], findings: _Findings) -> tuple[Mapping[str, str], ...]:
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter="\t")
-    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    # NOTE: a TSV sample sheet does not quote its fields, so quotes are taken literally (QUOTE_NONE).
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as exc:
+        findings.add(f"{SAMPLE_SHEET} line {reader.line_num} cannot be read: {exc}")
+        return ()
     if not rows:
         findings.add(f"{SAMPLE_SHEET} is empty")
         return ()
@@ -265,6 +290,9 @@ def _check_work_file(text: str, findings: _Findings) -> WorkSpec | None:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         findings.add(f"{WORK_FILE} is not valid YAML{where}")
         return None
+    except ValueError as exc:  # a date-shaped scalar that is no date, e.g. 2027-02-30
+        findings.add(f"{WORK_FILE} holds a value YAML cannot read: {exc}")
+        return None
 
     if not isinstance(document, dict):
         findings.add(f"{WORK_FILE} must be a mapping of keys to values")
@@ -288,16 +316,20 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
         findings.add(f"{WORK_FILE}: the run command (dy-r) is missing")
     elif not isinstance(run_command, str) or not run_command.strip():
         findings.add(f"{WORK_FILE}: dy-r must be a non-empty string")
+    elif len(run_command) > MAX_RUN_COMMAND_CHARS:
+        findings.add(f"{WORK_FILE}: dy-r is {len(run_command)} characters, more than {MAX_RUN_COMMAND_CHARS}")
 
     for name in ("clone_args", "export_uri", "workdir_name", "budget", "cluster_name"):
         if name in fields and not isinstance(fields[name], str | int | float):
             findings.add(f"{WORK_FILE}: {WORK_FILE_KEYS[name][0]} must be a single value")
+        elif name in fields and len(str(fields[name])) > MAX_VALUE_CHARS:
+            findings.add(f"{WORK_FILE}: {WORK_FILE_KEYS[name][0]} is longer than {MAX_VALUE_CHARS} characters")
         elif name in fields:
             fields[name] = str(fields[name])
 
-    if "priority" in fields and fields["priority"] not in {p.value for p in Priority}:
+    if "priority" in fields and not (isinstance(fields["priority"], str) and fields["priority"] in set(Priority)):
         choices = "|".join(p.value for p in Priority)
-        findings.add(f"{WORK_FILE}: priority {fields['priority']!r} is not one of {choices}")
+        findings.add(f"{WORK_FILE}: priority {_shown(fields['priority'])} is not one of {choices}")
 
     if "depends_on" in fields:
         depends_on = fields["depends_on"]
@@ -315,7 +347,7 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
     if "deadline" in fields:
         deadline = _parse_deadline(fields["deadline"])
         if deadline is None:
-            findings.add(f"{WORK_FILE}: deadline {fields['deadline']!r} is not an ISO-8601 date or time")
+            findings.add(f"{WORK_FILE}: deadline {_shown(fields['deadline'])} is not an ISO-8601 date or time")
         fields["deadline"] = deadline
 
     if len(findings.reasons) > problems_before:
@@ -325,6 +357,15 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
     except ValidationError as exc:
         findings.add(f"{WORK_FILE}: {exc.errors()[0]['msg']}")
         return None
+
+
+def _shown(value: object) -> str:
+    """A value of the work file as a reason shows it: a short scalar quoted, anything else by its kind only (the repr
+    of a YAML structure built from aliases can be gigabytes)."""
+    if isinstance(value, str | int | float | bool):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else type(value).__name__
 
 
 def _parse_deadline(value: object) -> datetime | None:

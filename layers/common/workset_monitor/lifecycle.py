@@ -59,6 +59,9 @@ class Lifecycle:
         may still cancel it. An error without a category counts as `permanent`: it waits for a person.
         """
         workset = self.store.get(workset_id)
+        if to_state is State.LOCKED:
+            rule = "a workset is locked only by a claim (POST /worksets/{id}/lock), which gives the lease"
+            raise TransitionRefused(workset_id, workset.state, to_state, rule)
         if workset.state in LEASED_STATES and to_state is not State.CANCELED and lease_token is None:
             rule = f"the workset is {workset.state} under a lease; only the lease holder, with its token, moves it on"
             raise TransitionRefused(workset_id, workset.state, to_state, rule)

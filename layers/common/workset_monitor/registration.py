@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from .bucket import FolderSnapshot
 from .errors import TransitionRefused, WorksetExists
-from .layout import SAMPLE_SHEET, SENTINEL_IGNORE, WORK_FILE, SentinelKey, validate_folder
+from .layout import SAMPLE_SHEET, SENTINEL_IGNORE, WORK_FILE, FolderReport, SentinelKey, validate_folder
 from .models import DEFAULT_MAX_ATTEMPTS, ErrorCategory, Priority, State, Workset, utcnow
 from .observability import logger
 from .states import allowed_next
@@ -137,7 +137,11 @@ class Registrar:
 
     def _new_workset(self, sentinel: SentinelKey, sequencer: str | None, now: datetime) -> Workset:
         snapshot = self.read_folder(sentinel.folder)
-        report = validate_folder(snapshot.sizes, snapshot.texts.get(SAMPLE_SHEET), snapshot.texts.get(WORK_FILE))
+        try:
+            report = validate_folder(snapshot.sizes, snapshot.texts.get(SAMPLE_SHEET), snapshot.texts.get(WORK_FILE))
+        except Exception as exc:  # noqa: BLE001 - a folder that breaks the validator is still recorded, never lost
+            logger.exception("folder validation failed", workset_id=sentinel.workset_id)
+            report = FolderReport(work=None, reasons=(f"the folder could not be validated ({type(exc).__name__})",))
         reasons = snapshot.problems + report.reasons
 
         if sentinel.sentinel == SENTINEL_IGNORE:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from .errors import ConcurrentUpdate, TransitionRefused
 from .models import ErrorCategory, State, Workset, utcnow
 from .observability import logger
-from .scheduling import ClusterLoad, Decision, plan
+from .scheduling import ClusterLoad, Decision, is_live, plan
 from .store import WorksetStore
 
 ACTOR = "scheduler"
@@ -41,11 +41,14 @@ class Scheduler:
             if self._retry(workset, now, report):
                 report.retried.append(workset.workset_id)
 
-        ready = {workset.workset_id: workset for workset in self.store.worksets_in(State.READY)}
-        loads = [
-            ClusterLoad(cluster, sum(1 for _ in self.store.worksets_on(cluster.name)))
-            for cluster in self.store.list_clusters()
-        ]
+        clusters = self.store.list_clusters()
+        live = {cluster.name for cluster in clusters if is_live(cluster, now)}
+        ready: dict[str, Workset] = {}
+        for workset in self.store.worksets_in(State.READY):
+            if workset.assigned_cluster and workset.assigned_cluster not in live:
+                workset = self._unassign(workset, now, report) or workset
+            ready[workset.workset_id] = workset
+        loads = [ClusterLoad(cluster, sum(1 for _ in self.store.worksets_on(cluster.name))) for cluster in clusters]
         for decision in plan(list(ready.values()), loads, now):
             if decision.cluster is None:
                 report.waiting.append(decision)
@@ -94,6 +97,19 @@ class Scheduler:
             return False
         logger.info("workset retried", workset_id=workset.workset_id, attempt=workset.attempt + 1)
         return True
+
+    def _unassign(self, workset: Workset, now: datetime, report: TickReport) -> Workset | None:
+        """Take a ready workset back from a cluster that is no longer live, so the plan can place it again."""
+        reason = f"cluster {workset.assigned_cluster} is not live (no heartbeat, retired, or not registered)"
+        try:
+            freed = self.store.record(
+                workset, {"assigned_cluster": None}, event="unassigned", actor=ACTOR, reason=reason, now=now
+            )
+        except ConcurrentUpdate:
+            report.conflicts += 1
+            return None
+        logger.info("workset unassigned", workset_id=workset.workset_id, cluster=workset.assigned_cluster)
+        return freed
 
     def _assign(self, workset: Workset, decision: Decision, now: datetime, report: TickReport) -> bool:
         assert decision.cluster is not None

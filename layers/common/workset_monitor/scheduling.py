@@ -39,7 +39,7 @@ def plan(ready: Sequence[Workset], loads: Sequence[ClusterLoad], now: datetime) 
     Limitations: estimates no run size yet, so cost is the cluster's price per vCPU-hour alone; waiting time does not
     raise priority; deadlines, `depends_on`, vCPU capacity, budgets and region or AZ affinity are not applied yet.
     """
-    room = {load.cluster.name: load.room for load in loads if _is_live(load.cluster, now)}
+    room = {load.cluster.name: load.room for load in loads if is_live(load.cluster, now)}
     active = {load.cluster.name: load.active for load in loads}
     clusters = {load.cluster.name: load.cluster for load in loads}
 
@@ -67,7 +67,8 @@ def _preference(cluster: Cluster, active: int) -> tuple[float, float, str]:
     return (cluster.cost_per_vcpu_hour, active / cluster.max_worksets, cluster.name)
 
 
-def _is_live(cluster: Cluster, now: datetime) -> bool:
+def is_live(cluster: Cluster, now: datetime) -> bool:
+    """Whether a cluster may get work: active, and its agent heartbeated within CLUSTER_STALE_AFTER."""
     return cluster.status is ClusterStatus.ACTIVE and now - cluster.last_heartbeat_at <= CLUSTER_STALE_AFTER
 
 
@@ -75,7 +76,7 @@ def _why_not(wanted: str | None, clusters: dict[str, Cluster], room: dict[str, i
     if wanted is not None:
         if wanted not in clusters:
             return f"waits: its work file asks for cluster {wanted}, which is not registered"
-        if not _is_live(clusters[wanted], now):
+        if not is_live(clusters[wanted], now):
             return f"waits: its cluster {wanted} is not live"
         return f"waits: its cluster {wanted} is full"
     if not room:

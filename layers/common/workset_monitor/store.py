@@ -37,6 +37,7 @@ from .errors import (
     WorksetExists,
     WorksetNotFound,
 )
+from .layout import MAX_REASON_CHARS, MAX_REASONS
 from .models import Cluster, ErrorCategory, HistoryEntry, Lease, State, Workset, sortable, utcnow
 from .retries import DEFAULT_BASE_SECONDS, retry_at
 from .states import check_transition
@@ -52,6 +53,9 @@ BY_CLUSTER = "by-cluster"
 BY_ENTITY = "by-entity"
 BY_RETRY = "by-retry"
 RETRY_QUEUE = "retry"
+
+MAX_HISTORY_REASON_CHARS = 30_000
+"""A history entry's reason (a whole folder's problems, an agent's log tail) stays far below the 400 KB item limit."""
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -117,10 +121,10 @@ class WorksetStore:
             KeyConditionExpression="pk = :pk AND begins_with(sk, :history)",
             ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}, ":history": {"S": HISTORY_PREFIX}},
             Limit=limit,
-            **_start(page_token),
+            **_start(page_token, f"history:{workset_id}", ("pk", "sk")),
         )
         entries = [HistoryEntry.model_validate(_plain(item)) for item in response["Items"]]
-        return entries, _token(response)
+        return entries, _token(response, f"history:{workset_id}")
 
     def full_history(self, workset_id: str) -> list[HistoryEntry]:
         entries: list[HistoryEntry] = []
@@ -136,9 +140,10 @@ class WorksetStore:
     ) -> tuple[list[Workset], str | None]:
         """One page of worksets: of one state in queue order, or all of them oldest first."""
         if state is not None:
-            index, attribute, value = BY_STATE, "state", state.value
+            index, attribute, value, sort_key = BY_STATE, "state", state.value, "queue_key"
         else:
-            index, attribute, value = BY_ENTITY, "entity", "workset"
+            index, attribute, value, sort_key = BY_ENTITY, "entity", "workset", "created_key"
+        scope = f"{index}:{value}"
 
         response = self.client.query(
             TableName=self.table_name,
@@ -147,9 +152,9 @@ class WorksetStore:
             ExpressionAttributeNames={"#attribute": attribute},
             ExpressionAttributeValues={":value": {"S": value}},
             Limit=limit,
-            **_start(page_token),
+            **_start(page_token, scope, ("pk", "sk", attribute, sort_key)),
         )
-        return [_workset_from_item(_plain(item)) for item in response["Items"]], _token(response)
+        return [_workset_from_item(_plain(item)) for item in response["Items"]], _token(response, scope)
 
     def worksets_in(self, state: State) -> Iterator[Workset]:
         """Every workset in a state, in queue order (priority, then age)."""
@@ -239,7 +244,7 @@ class WorksetStore:
         update: dict[str, Any] = {
             "state": to_state,
             "error_category": error_category if to_state is State.ERROR else None,
-            "error_reasons": error_reasons if to_state is State.ERROR else (),
+            "error_reasons": _capped(error_reasons) if to_state is State.ERROR else (),
             "retry_at": None,
             **(changes or {}),
         }
@@ -267,6 +272,10 @@ class WorksetStore:
         """
         if workset.assigned_cluster and workset.assigned_cluster != cluster:
             rule = f"it is assigned to cluster {workset.assigned_cluster}"
+            raise TransitionRefused(workset.workset_id, workset.state, State.LOCKED, rule)
+        pinned = workset.work.cluster_name if workset.work else None
+        if pinned and pinned != cluster:
+            rule = f"its work file asks for cluster {pinned}"
             raise TransitionRefused(workset.workset_id, workset.state, State.LOCKED, rule)
 
         now = now or utcnow()
@@ -482,7 +491,15 @@ def _next_version(workset: Workset, update: Mapping[str, Any], now: datetime | N
     return workset.model_copy(update={**update, "version": workset.version + 1, "updated_at": now or utcnow()})
 
 
+def _capped(reasons: tuple[str, ...]) -> tuple[str, ...]:
+    """Reasons as the workset item can hold them (DynamoDB's 400 KB item limit): the folder rules' caps."""
+    kept = tuple(r if len(r) <= MAX_REASON_CHARS else r[: MAX_REASON_CHARS - 3] + "..." for r in reasons[:MAX_REASONS])
+    return kept + ((f"... and {len(reasons) - MAX_REASONS} more",) if len(reasons) > MAX_REASONS else ())
+
+
 def _history_entry(workset: Workset, from_state: State | None, event: str, actor: str, reason: str) -> HistoryEntry:
+    if len(reason) > MAX_HISTORY_REASON_CHARS:
+        reason = reason[: MAX_HISTORY_REASON_CHARS - 3] + "..."
     return HistoryEntry(
         workset_id=workset.workset_id,
         version=workset.version,
@@ -566,23 +583,33 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
-def _start(page_token: str | None) -> dict[str, Any]:
+def _start(page_token: str | None, scope: str, attributes: tuple[str, ...]) -> dict[str, Any]:
+    """The start key a page token carries, if the token is one this query gave out: a token names its query (the
+    index and the value it reads), and its key has exactly that index's attributes, all strings."""
     if not page_token:
         return {}
     try:
-        key = json.loads(base64.urlsafe_b64decode(page_token.encode("ascii")))
+        token = json.loads(base64.urlsafe_b64decode(page_token.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
         raise InvalidPageToken() from exc
-    if not isinstance(key, dict):
+
+    if not isinstance(token, dict):
         raise InvalidPageToken()
-    return {"ExclusiveStartKey": key}
+    key = token.get("key")
+    if token.get("scope") != scope or not isinstance(key, dict) or set(key) != set(attributes):
+        raise InvalidPageToken()
+    if not all(isinstance(value, str) and 0 < len(value) <= 2048 for value in key.values()):
+        raise InvalidPageToken()
+    return {"ExclusiveStartKey": {name: {"S": value} for name, value in key.items()}}
 
 
-def _token(response: Mapping[str, Any]) -> str | None:
+def _token(response: Mapping[str, Any], scope: str) -> str | None:
+    """An opaque token for the next page: the query it belongs to and where it stopped."""
     key = response.get("LastEvaluatedKey")
     if not key:
         return None
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode("ascii")
+    plain = {name: value["S"] for name, value in key.items()}
+    return base64.urlsafe_b64encode(json.dumps({"scope": scope, "key": plain}, sort_keys=True).encode()).decode("ascii")
 
 
 def plain_image(image: Mapping[str, Any]) -> dict[str, Any]:
