@@ -168,44 +168,30 @@ class WorksetStore:
 
     def due_retries(self, now: datetime) -> Iterator[Workset]:
         """Failed worksets whose automatic retry is due, the longest due first. Reads only those waiting to retry."""
-        start: dict[str, Any] = {}
-        while True:
-            response = self.client.query(
-                TableName=self.table_name,
-                IndexName=BY_RETRY,
-                KeyConditionExpression="retry_queue = :queue AND retry_key <= :now",
-                ExpressionAttributeValues={":queue": {"S": RETRY_QUEUE}, ":now": {"S": f"{sortable(now)}#\uffff"}},
-                **start,
-            )
-            for item in response["Items"]:
+        for page in self._pages(
+            IndexName=BY_RETRY,
+            KeyConditionExpression="retry_queue = :queue AND retry_key <= :now",
+            ExpressionAttributeValues={":queue": {"S": RETRY_QUEUE}, ":now": {"S": f"{sortable(now)}#\uffff"}},
+        ):
+            for item in page["Items"]:
                 yield _workset_from_item(_plain(item))
-            if "LastEvaluatedKey" not in response:
-                return
-            start = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
 
     def count_by_state(self) -> dict[State, int]:
         # NOTE: one COUNT query per state; the ones of finished states read their whole partition of the index,
         # so this grows with the number of finished worksets. Counters kept by the stream would not.
-        counts: dict[State, int] = {}
-        for state in State:
-            total = 0
-            start: dict[str, Any] = {}
-            while True:
-                response = self.client.query(
-                    TableName=self.table_name,
+        return {
+            state: sum(
+                page["Count"]
+                for page in self._pages(
                     IndexName=BY_STATE,
                     KeyConditionExpression="#state = :state",
                     ExpressionAttributeNames={"#state": "state"},
                     ExpressionAttributeValues={":state": {"S": state.value}},
                     Select="COUNT",
-                    **start,
                 )
-                total += response["Count"]
-                if "LastEvaluatedKey" not in response:
-                    break
-                start = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
-            counts[state] = total
-        return counts
+            )
+            for state in State
+        }
 
     # --- worksets: writes ------------------------------------------------------------------------------------------
 
@@ -395,21 +381,25 @@ class WorksetStore:
     # --- plumbing --------------------------------------------------------------------------------------------------
 
     def _query_all(self, index: str, attribute: str, value: str) -> Iterator[dict[str, Any]]:
+        """Every item of an index with `attribute` = `value`, as JSON types."""
+        for page in self._pages(
+            IndexName=index,
+            KeyConditionExpression="#attribute = :value",
+            ExpressionAttributeNames={"#attribute": attribute},
+            ExpressionAttributeValues={":value": {"S": value}},
+        ):
+            for item in page["Items"]:
+                yield _plain(item)
+
+    def _pages(self, **query: Any) -> Iterator[Any]:
+        """Every page of a query on the table, following LastEvaluatedKey."""
         start: dict[str, Any] = {}
         while True:
-            response = self.client.query(
-                TableName=self.table_name,
-                IndexName=index,
-                KeyConditionExpression="#attribute = :value",
-                ExpressionAttributeNames={"#attribute": attribute},
-                ExpressionAttributeValues={":value": {"S": value}},
-                **start,
-            )
-            for item in response["Items"]:
-                yield _plain(item)
-            if "LastEvaluatedKey" not in response:
+            page = self.client.query(TableName=self.table_name, **query, **start)
+            yield page
+            if "LastEvaluatedKey" not in page:
                 return
-            start = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
+            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
     def _write_over(self, old: Workset, new: Workset, entry: HistoryEntry | None, lease_token: int | None) -> None:
         """Replace `old` with `new` unless someone wrote the workset since `old` was read."""
