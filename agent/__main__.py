@@ -8,39 +8,100 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
 
 from .client import ApiClient, ApiError
-from .runner import Agent, AgentConfig
+from .runner import Agent, AgentConfig, AgentStopped, ApiUnreachable
+
+logger = logging.getLogger("workset_agent")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line. Defaults from the environment stay strings, converted by argparse as typed values are, so a
+    bad value (WORKSET_VCPUS=abc) is a clean usage error rather than a crash, and `--help` always works."""
     parser = argparse.ArgumentParser(prog="workset-agent", description=__doc__)
     env = os.environ.get
-    parser.add_argument("--api", default=env("WORKSET_API_URL"), help="API base URL (WORKSET_API_URL)")
-    parser.add_argument("--cluster", default=env("WORKSET_CLUSTER"), help="this cluster's name (WORKSET_CLUSTER)")
+    parser.add_argument("--api", default=env("WORKSET_API_URL"), help="API base URL (WORKSET_API_URL); required")
+    parser.add_argument(
+        "--cluster", default=env("WORKSET_CLUSTER"), help="this cluster's name (WORKSET_CLUSTER); required"
+    )
     parser.add_argument(
         "--run-prefix",
         default=env("WORKSET_RUN_PREFIX", "dy-r"),
-        help="command the workset's dy-r arguments are appended to (WORKSET_RUN_PREFIX, default dy-r)",
+        help="command the workset's dy-r arguments are appended to (WORKSET_RUN_PREFIX, default dy-r); a relative "
+        "path as its first word is taken from the agent's working directory",
     )
-    parser.add_argument("--region", default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1")
-    parser.add_argument("--max-worksets", type=int, default=int(env("WORKSET_MAX_WORKSETS", "1")))
-    parser.add_argument("--vcpus", type=int, default=int(env("WORKSET_VCPUS", "0")))
-    parser.add_argument("--cost-per-vcpu-hour", type=float, default=float(env("WORKSET_COST_PER_VCPU_HOUR", "0")))
-    parser.add_argument("--heartbeat-seconds", type=float, default=float(env("WORKSET_HEARTBEAT_SECONDS", "60")))
-    parser.add_argument("--poll-seconds", type=float, default=float(env("WORKSET_POLL_SECONDS", "10")))
-    parser.add_argument("--work-root", type=Path, default=Path(env("WORKSET_WORK_ROOT", "/tmp/workset-agent")))
     parser.add_argument(
-        "--exit-when-idle", type=float, metavar="SECONDS", help="exit after this long without work (default: run on)"
+        "--region",
+        default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
+        help="AWS region of the API and of the cluster (AWS_REGION or AWS_DEFAULT_REGION, default us-east-1)",
     )
+    parser.add_argument(
+        "--max-worksets",
+        type=int,
+        default=env("WORKSET_MAX_WORKSETS", "1"),
+        help="how many worksets the scheduler may queue for this cluster; the agent runs them one at a time "
+        "(WORKSET_MAX_WORKSETS, default 1)",
+    )
+    parser.add_argument(
+        "--vcpus", type=int, default=env("WORKSET_VCPUS", "0"), help="the cluster's vCPUs (WORKSET_VCPUS, default 0)"
+    )
+    parser.add_argument(
+        "--cost-per-vcpu-hour",
+        type=float,
+        default=env("WORKSET_COST_PER_VCPU_HOUR", "0"),
+        help="the cluster's cost per vCPU-hour, in USD (WORKSET_COST_PER_VCPU_HOUR, default 0)",
+    )
+    parser.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=env("WORKSET_HEARTBEAT_SECONDS", "60"),
+        help="how often to heartbeat the running workset's lease and renew the cluster's registration "
+        "(WORKSET_HEARTBEAT_SECONDS, default 60)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=env("WORKSET_POLL_SECONDS", "10"),
+        help="how often to ask for work while idle (WORKSET_POLL_SECONDS, default 10)",
+    )
+    parser.add_argument(
+        "--work-root",
+        type=Path,
+        default=env("WORKSET_WORK_ROOT", "/tmp/workset-agent"),
+        help="where each workset's run gets its working directory (WORKSET_WORK_ROOT, default /tmp/workset-agent)",
+    )
+    parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        default=env("WORKSET_EXIT_WHEN_IDLE"),
+        help="exit after this long without work (WORKSET_EXIT_WHEN_IDLE; default: run on)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     if not args.api or not args.cluster:
         parser.error("--api and --cluster are required (or WORKSET_API_URL and WORKSET_CLUSTER)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
+
+    url = urlsplit(args.api)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        _fail(
+            f"--api must be an http(s) URL, such as https://<api-id>.execute-api.<region>.amazonaws.com/dev "
+            f"(not {args.api!r})"
+        )
+        return 1
 
     config = AgentConfig(
         cluster=args.cluster,
@@ -53,15 +114,46 @@ def main(argv: list[str] | None = None) -> int:
         poll_seconds=args.poll_seconds,
         work_root=args.work_root,
     )
-    agent = Agent(ApiClient(args.api, region=args.region), config)
+    client = ApiClient(args.api, region=args.region)
+    if client.session.get_credentials() is None:
+        logger.warning(
+            "no AWS credentials found: requests to the API go unsigned (a deployed API refuses them; "
+            "only the local stack accepts them)"
+        )
+    agent = Agent(client, config)
     try:
         outcomes = agent.run_forever(idle_exit_seconds=args.exit_when_idle)
+    except AgentStopped as stop:
+        return stop.exit_code
+    except ApiUnreachable:
+        return 1  # logged where it happened, with what becomes of the workset
     except ApiError as exc:
-        print(f"workset-agent: the API refused: {exc}", file=sys.stderr)
+        _fail(f"the API at {args.api} refused: {_one_line(str(exc))}")
+        return 1
+    except requests.RequestException as exc:
+        _fail(f"cannot reach the API at {args.api}: {_reason(exc)}")
         return 1
     except KeyboardInterrupt:
         return 130
     return 0 if all(outcome.state == "complete" for outcome in outcomes) else 1
+
+
+def _fail(message: str) -> None:
+    print(f"workset-agent: {message}", file=sys.stderr)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The root cause of a requests error in a few words, e.g. `[Errno 111] Connection refused`, rather than the
+    urllib3 retry-pool message around it."""
+    cause = exc.args[0] if exc.args else exc
+    text = str(getattr(cause, "reason", cause))
+    # drop urllib3's "<HTTPConnection object at 0x..>: " or "HTTPConnection(host='h', port=1): " before the reason
+    text = re.sub(r"^(<[^>]*>|\w+\(host=[^)]*\)):\s*", "", text)
+    return f"{type(exc).__name__}: {_one_line(text)}" if text else type(exc).__name__
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
 
 
 if __name__ == "__main__":

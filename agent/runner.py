@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shlex
@@ -30,6 +31,9 @@ LOG_TAIL_LINES = 5
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """The signals that stop the agent: a run in progress is stopped and reported as a transient error first."""
+
+REPORT_BACKOFF_SECONDS = 1.0
+"""The first wait before reporting to an unreachable API again; it doubles each try, up to 15 s."""
 
 STOP_REPORT_SECONDS = 20.0
 """How long the agent, stopped by a signal, keeps trying to report the run it stopped (a service manager waits
@@ -137,8 +141,9 @@ class Agent:
         if self._stop_signal is not None:
             self._report_agent_stopped(workset_id, token, self._stop_signal, "before the run started")
             raise AgentStopped(self._stop_signal, workset_id)
-        if not self._move(workset_id, token, "in_progress", reason="run started", what="the start of the run"):
-            return None
+        refused = self._move(workset_id, token, "in_progress", reason="run started", what="the start of the run")
+        if refused is not None:
+            return Outcome(workset_id, refused, None, f"run not started: workset {refused}")
         return self._run(claimed, token)
 
     def run_forever(self, *, idle_exit_seconds: float | None = None) -> list[Outcome]:
@@ -165,7 +170,8 @@ class Agent:
                     if idle_exit_seconds is not None and time.monotonic() - idle_since >= idle_exit_seconds:
                         return outcomes
                     if time.monotonic() - self._last_registration >= self.config.heartbeat_seconds:
-                        self._between_runs(self.register)  # the cluster's own heartbeat
+                        with self._interruptible_section():
+                            self._between_runs(self.register)  # the cluster's own heartbeat
                     with self._interruptible_section():
                         time.sleep(self.config.poll_seconds)
             except AgentStopped as stop:
@@ -282,7 +288,9 @@ class Agent:
             next_beat = time.monotonic() + self.config.heartbeat_seconds
 
             state = self._heartbeat(workset_id, token, progress_path)
-            if state is None or state in ("locked", "in_progress"):
+            if state is None:
+                continue  # the API is unreachable or failing: no point renewing the registration now
+            if state in ("locked", "in_progress"):
                 self._renew_registration()
                 continue
 
@@ -329,17 +337,19 @@ class Agent:
             return Outcome(workset_id, stopped_because, exit_code, f"run stopped: workset {stopped_because}")
 
         if exit_code == 0:
-            if not self._move(workset_id, token, "complete", reason="run ended well", what="the outcome"):
-                return Outcome(workset_id, "lease_lost", exit_code, "run ended well, but the lease was lost")
+            refused = self._move(workset_id, token, "complete", reason="run ended well", what="the outcome")
+            if refused is not None:
+                return Outcome(workset_id, refused, exit_code, f"run ended well, not reported: workset {refused}")
             logger.info("workset %s complete", workset_id)
             return Outcome(workset_id, "complete", exit_code)
 
         category = _error_category(exit_code)
         reason = f"run command exited with {exit_code}" + (f"; last lines: {tail}" if tail else "")
-        if not self._move(
+        refused = self._move(
             workset_id, token, "error", reason=reason[:4000], error_category=category, what="the outcome"
-        ):
-            return Outcome(workset_id, "lease_lost", exit_code, reason)
+        )
+        if refused is not None:
+            return Outcome(workset_id, refused, exit_code, f"{reason}; not reported: workset {refused}")
         logger.info("workset %s failed (%s): exit %s", workset_id, category, exit_code)
         return Outcome(workset_id, "error", exit_code, reason)
 
@@ -348,7 +358,7 @@ class Agent:
         which is on its way out."""
         reason = f"agent stopped by {signal.Signals(signum).name} {when}"
         try:
-            self._move(
+            refused = self._move(
                 workset_id,
                 token,
                 "error",
@@ -360,7 +370,8 @@ class Agent:
         except (ApiUnreachable, ApiError, requests.RequestException) as exc:
             logger.error("workset %s not reported as stopped (%s)", workset_id, _one_line(exc))
         else:
-            logger.info("workset %s reported as a transient error: %s", workset_id, reason)
+            if refused is None:
+                logger.info("workset %s reported as a transient error: %s", workset_id, reason)
 
     def _move(
         self,
@@ -371,23 +382,26 @@ class Agent:
         what: str,
         patience: float | None = None,
         **fields: Any,
-    ) -> bool:
-        """Move the workset under the lease. An outage is retried, with backoff, for up to `patience` seconds
-        (`report_retry_seconds` by default), then `ApiUnreachable`. A 409 (lease lost, canceled, or an earlier try
-        that did land) is logged and gives False, unless the workset is already in `state`."""
+    ) -> str | None:
+        """Move the workset under the lease; None when moved. An outage is retried, with backoff, for up to
+        `patience` seconds (`report_retry_seconds` by default), then `ApiUnreachable`. A 409 is fine when an earlier
+        try landed (its answer lost); otherwise it is logged, and the answer says why: `canceled` when a person
+        canceled the workset, else `lease_lost`."""
         patience = self.config.report_retry_seconds if patience is None else patience
         deadline = time.monotonic() + patience
-        delay = 1.0
+        delay = REPORT_BACKOFF_SECONDS
         while True:
             try:
                 self.client.change_state(workset_id, state, lease_token=token, actor=self.config.owner, **fields)
-                return True
+                return None
             except ApiError as exc:
                 if exc.status == 409:
-                    if self._current_state(workset_id) == state:
-                        return True  # an earlier try landed, though its answer was lost
+                    current = self._current(workset_id)
+                    if _moved_by(current, state, self.config.owner):
+                        return None  # an earlier try landed, though its answer was lost
+                    refused = "canceled" if current.get("state") == "canceled" else "lease_lost"
                     logger.warning("the API refused %s of workset %s (%s)", what, workset_id, _one_line(exc))
-                    return False
+                    return refused
                 if not _is_outage(exc):
                     raise
                 error: Exception = exc
@@ -414,17 +428,32 @@ class Agent:
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 15.0)
 
-    def _current_state(self, workset_id: str) -> str | None:
+    def _current(self, workset_id: str) -> dict[str, Any]:
+        """The workset as the API has it now, or {} when it cannot say."""
         try:
-            return str(self.client.get_workset(workset_id).get("state"))
+            workset = self.client.get_workset(workset_id)
         except (requests.RequestException, ApiError):
-            return None
+            return {}
+        return workset if isinstance(workset, dict) else {}
+
+
+def _moved_by(workset: dict[str, Any], state: str, owner: str) -> bool:
+    """Whether the workset is in `state` by `owner`'s move (its newest history entry says so)."""
+    history = workset.get("history") or []
+    newest = history[-1] if isinstance(history, list) and history else {}
+    return (
+        workset.get("state") == state
+        and isinstance(newest, dict)
+        and newest.get("to_state") == state
+        and newest.get("actor") == owner
+    )
 
 
 def resolve_run_prefix(run_prefix: str, cwd: Path | None = None) -> str:
     """The run prefix with its first word made absolute when that word is a relative path (it has a slash) to an
     existing file: the run's working directory is the workset's, not the agent's. Anything else is kept as is."""
-    lexer = shlex.shlex(run_prefix, posix=True)
+    stream = io.StringIO(run_prefix)
+    lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split = True
     lexer.commenters = ""
     try:
@@ -436,7 +465,7 @@ def resolve_run_prefix(run_prefix: str, cwd: Path | None = None) -> str:
     path = (cwd or Path.cwd()) / first
     if not path.is_file():
         return run_prefix
-    rest = lexer.instream.read()
+    rest = stream.read().lstrip()  # as written: quoting and shell syntax (`&&`, `~`) kept
     resolved = shlex.quote(os.path.abspath(path))
     return f"{resolved} {rest}" if rest else resolved
 

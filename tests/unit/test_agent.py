@@ -1,0 +1,594 @@
+"""The cluster agent against a fake API: stopping on signals, riding out API outages, renewing its cluster during a
+run, cancel and lease loss, the command line, and a relative run prefix. Runs are real, short bash processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+
+import agent.__main__ as cli
+from agent import runner
+from agent.client import ApiClient, ApiError
+from agent.runner import Agent, AgentConfig, AgentStopped, resolve_run_prefix
+
+TOKEN = 7
+OWNER = "head-node:123"
+WORKSET = {
+    "workset_id": "ws-1",
+    "bucket": "bucket",
+    "folder": "daylily_monitoring/active_worksets/ws-1/",
+    "attempt": 1,
+    "work": {"workdir_name": "ws-1", "run_command": ""},
+}
+ENV_VARS = (
+    "WORKSET_API_URL",
+    "WORKSET_CLUSTER",
+    "WORKSET_RUN_PREFIX",
+    "AWS_REGION",
+    "WORKSET_MAX_WORKSETS",
+    "WORKSET_VCPUS",
+    "WORKSET_COST_PER_VCPU_HOUR",
+    "WORKSET_HEARTBEAT_SECONDS",
+    "WORKSET_POLL_SECONDS",
+    "WORKSET_WORK_ROOT",
+)
+
+
+class FakeApi:
+    """The calls of ApiClient the agent makes, in memory, with a workset that follows the lease rules.
+
+    `heartbeat_answers`: answers (or exceptions to raise) for the next heartbeats, then `in_progress`.
+    `failures[state]`: exceptions raised by the next moves to `state`, before they land.
+    `lost_answers[state]`: how many moves to `state` land but lose their answer (a connection error).
+    `on_heartbeat`, `on_next`, `on_claim`: hooks, e.g. to send the agent a signal at that moment.
+    """
+
+    def __init__(self, *worksets: dict[str, Any]) -> None:
+        self.queue = list(worksets)
+        self.state: dict[str, str] = {}
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.moves: list[tuple[str, str, dict[str, Any]]] = []
+        self.registrations = 0
+        self.heartbeats = 0
+        self.heartbeat_answers: list[Any] = []
+        self.failures: dict[str, list[BaseException]] = {}
+        self.lost_answers: dict[str, int] = {}
+        self.on_heartbeat: Callable[[], None] | None = None
+        self.on_next: Callable[[], None] | None = None
+        self.on_claim: Callable[[], None] | None = None
+        self.next_failures: list[BaseException] = []
+        self.session = SimpleNamespace(get_credentials=lambda: object())
+
+    def register_cluster(self, cluster: dict[str, Any]) -> dict[str, Any]:
+        self.registrations += 1
+        return cluster
+
+    def next_workset(self, cluster: str) -> dict[str, Any] | None:
+        if self.on_next:
+            self.on_next()
+        if self.next_failures:
+            raise self.next_failures.pop(0)
+        return self.queue.pop(0) if self.queue else None
+
+    def claim(self, workset_id: str, owner: str, cluster: str) -> dict[str, Any]:
+        self.state[workset_id] = "locked"
+        if self.on_claim:
+            self.on_claim()
+        return {**WORKSET, "workset_id": workset_id, "state": "locked", "lease": {"token": TOKEN, "owner": owner}}
+
+    def heartbeat(self, workset_id: str, lease_token: int, progress: str | None = None) -> dict[str, Any]:
+        self.heartbeats += 1
+        if self.on_heartbeat:
+            self.on_heartbeat()
+        if self.heartbeat_answers:
+            answer = self.heartbeat_answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return dict(answer)
+        return {"workset_id": workset_id, "state": self.state.get(workset_id, "in_progress")}
+
+    def change_state(self, workset_id: str, state: str, **fields: Any) -> dict[str, Any]:
+        if self.failures.get(state):
+            raise self.failures[state].pop(0)
+        if fields.get("lease_token") != TOKEN or self.state.get(workset_id) not in ("locked", "in_progress"):
+            raise ApiError(409, "lease_lost", f"workset {workset_id} is not leased with token {TOKEN}")
+        self.state[workset_id] = state
+        self.moves.append((workset_id, state, fields))
+        self.history.setdefault(workset_id, []).append({"to_state": state, "actor": fields.get("actor")})
+        if self.lost_answers.get(state):
+            self.lost_answers[state] -= 1
+            raise requests.ConnectionError("connection reset by peer")
+        return {"workset_id": workset_id, "state": state}
+
+    def get_workset(self, workset_id: str) -> dict[str, Any]:
+        return {"workset_id": workset_id, "state": self.state[workset_id], "history": self.history.get(workset_id, [])}
+
+    def final_moves(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [move for move in self.moves if move[1] != "in_progress"]
+
+
+class UnexpectedSignal(Exception):
+    """The test's own handler: a signal the agent did not handle ends the test, not the test run."""
+
+
+@pytest.fixture
+def guard_signals() -> Iterator[Callable[..., None]]:
+    def handler(signum: int, frame: Any) -> None:
+        raise UnexpectedSignal(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield handler
+    for signum, old in previous.items():
+        signal.signal(signum, old)
+
+
+@pytest.fixture
+def work_root(tmp_path: Path) -> Iterator[Path]:
+    """The agent's work root; any process a run left behind (its pid files) is killed afterwards."""
+    root = tmp_path / "work"
+    yield root
+    for pid_file in root.rglob("*.pid"):
+        pid = int(pid_file.read_text())
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Callable[[str], str]:
+    """A bash script of the given body; its run prefix."""
+
+    def write(body: str) -> str:
+        path = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}.sh"
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        return f"/bin/bash {path}"
+
+    return write
+
+
+# A run that records its own pid and its child's, then waits on the child for 30 s.
+LONG_RUN = 'echo $$ > "$PWD/bash.pid"\nsleep 30 &\necho $! > "$PWD/child.pid"\nwait'
+
+
+def cli_args(run_prefix: str, work_root: Path) -> list[str]:
+    return [
+        *("--api", "http://api.test", "--cluster", "c1", "--run-prefix", run_prefix, "--work-root", str(work_root)),
+        *("--heartbeat-seconds", "0.1", "--poll-seconds", "0.05"),
+    ]
+
+
+def make_agent(api: FakeApi, run_prefix: str, work_root: Path, **overrides: Any) -> Agent:
+    fields: dict[str, Any] = {
+        "cluster": "c1",
+        "run_prefix": run_prefix,
+        "heartbeat_seconds": 0.1,
+        "poll_seconds": 0.05,
+        "work_root": work_root,
+        "owner": OWNER,
+        "report_retry_seconds": 5.0,
+        **overrides,
+    }
+    return Agent(api, AgentConfig(**fields))
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] != "Z"
+
+
+def wait_for(probe: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(0.02)
+    return probe()
+
+
+def pids(work_root: Path) -> dict[str, int]:
+    return {path.stem: int(path.read_text()) for path in (work_root / "ws-1").glob("*.pid")}
+
+
+def signal_when_running(work_root: Path, signum: int) -> Callable[[], None]:
+    """A heartbeat hook: once the run's child process is up, send the agent `signum`."""
+
+    def hook() -> None:
+        assert wait_for(lambda: (work_root / "ws-1" / "child.pid").exists() and len(pids(work_root)) == 2)
+        os.kill(os.getpid(), signum)
+
+    return hook
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "REPORT_BACKOFF_SECONDS", 0.01)
+
+
+# --- 1. SIGTERM / SIGINT -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_a_run_stops_its_process_group_and_reports_a_transient_error(
+    guard_signals: Any, work_root: Path, script: Callable[[str], str], signum: int, exit_code: int
+) -> None:
+    api = FakeApi(WORKSET)
+    api.on_heartbeat = signal_when_running(work_root, signum)
+    agent = make_agent(api, script(LONG_RUN), work_root)
+
+    started = time.monotonic()
+    with pytest.raises(AgentStopped) as stopped:
+        agent.run_forever()
+
+    assert (stopped.value.workset_id, stopped.value.exit_code) == ("ws-1", exit_code)
+    assert time.monotonic() - started < 5
+    # the run's bash and its child are gone, not re-parented and running on
+    running = pids(work_root)
+    assert wait_for(lambda: not any(alive(pid) for pid in running.values())), running
+    # the workset is reported at once, with the lease token, as an error the scheduler retries
+    [(workset_id, state, fields)] = api.final_moves()
+    assert (workset_id, state, fields["error_category"], fields["lease_token"]) == ("ws-1", "error", "transient", TOKEN)
+    assert fields["reason"] == f"agent stopped by {signal.Signals(signum).name} during the run"
+    # and the handlers the agent installed are gone with it
+    assert signal.getsignal(signal.SIGTERM) is guard_signals
+    assert signal.getsignal(signal.SIGINT) is guard_signals
+
+
+def test_a_signal_while_idle_just_stops_the_agent(guard_signals: Any, work_root: Path) -> None:
+    api = FakeApi()
+    api.on_next = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    agent = make_agent(api, "true", work_root)
+
+    with pytest.raises(AgentStopped) as stopped:
+        agent.run_forever()
+
+    assert (stopped.value.workset_id, stopped.value.exit_code) == (None, 0)
+    assert api.moves == []
+
+
+def test_a_signal_while_claiming_reports_the_workset_before_any_run(
+    guard_signals: Any, work_root: Path, script: Callable[[str], str]
+) -> None:
+    api = FakeApi(WORKSET)
+    api.on_claim = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    agent = make_agent(api, script("touch ran"), work_root)
+
+    with pytest.raises(AgentStopped) as stopped:
+        agent.run_forever()
+
+    assert stopped.value.exit_code == 143
+    [(_, state, fields)] = api.moves
+    assert (state, fields["error_category"]) == ("error", "transient")
+    assert fields["reason"] == "agent stopped by SIGTERM before the run started"
+    assert not (work_root / "ws-1" / "ran").exists()
+
+
+@pytest.mark.parametrize(("queue", "signum", "exit_code"), [((), 15, 0), ((WORKSET,), 15, 143), ((WORKSET,), 2, 130)])
+def test_the_command_exits_0_when_stopped_idle_and_128_plus_the_signal_when_stopped_in_a_run(
+    guard_signals: Any,
+    work_root: Path,
+    script: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    queue: tuple[dict[str, Any], ...],
+    signum: int,
+    exit_code: int,
+) -> None:
+    api = FakeApi(*queue)
+    if queue:
+        api.on_heartbeat = signal_when_running(work_root, signum)
+    else:
+        api.on_next = lambda: os.kill(os.getpid(), signum)
+    monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: api)
+
+    code = cli.main(cli_args(script(LONG_RUN), work_root))
+
+    assert code == exit_code
+
+
+# --- 2. API outages ------------------------------------------------------------------------------------------------
+
+
+def test_failed_heartbeats_do_not_end_the_run(
+    work_root: Path, script: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi(WORKSET)
+    api.heartbeat_answers = [
+        requests.ConnectionError("connection refused"),
+        requests.Timeout("read timed out"),
+        ApiError(503, "http_error", "service unavailable"),
+    ]
+    agent = make_agent(api, script("sleep 0.8"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "complete"
+    assert api.heartbeats >= 4
+    assert [state for _, state, _ in api.final_moves()] == ["complete"]
+    assert "heartbeat of ws-1 failed (connection refused); the run goes on" in caplog.text
+
+
+def test_reporting_the_outcome_is_retried_through_an_outage(work_root: Path, script: Callable[[str], str]) -> None:
+    api = FakeApi(WORKSET)
+    api.failures["complete"] = [requests.ConnectionError("refused"), ApiError(502, "http_error", "bad gateway")]
+    agent = make_agent(api, script("exit 0"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "complete"
+    assert [state for _, state, _ in api.final_moves()] == ["complete"]
+
+
+def test_a_report_that_landed_but_lost_its_answer_is_not_taken_for_a_lost_lease(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    api = FakeApi(WORKSET)
+    api.lost_answers["error"] = 1  # the move lands, the answer is lost, the retry gets 409
+    agent = make_agent(api, script("exit 3"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and (outcome.state, outcome.exit_code) == ("error", 3)
+    assert [state for _, state, _ in api.final_moves()] == ["error"]
+
+
+def test_when_the_api_stays_unreachable_the_agent_gives_up_on_the_report_and_exits_1(
+    work_root: Path,
+    script: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = FakeApi(WORKSET)
+    api.failures["complete"] = [requests.ConnectionError("refused") for _ in range(1000)]
+    monkeypatch.setattr(
+        cli, "AgentConfig", lambda **fields: AgentConfig(**fields, owner=OWNER, report_retry_seconds=0.3)
+    )
+    monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: api)
+
+    started = time.monotonic()
+    code = cli.main(cli_args(script("exit 0"), work_root))
+
+    assert code == 1
+    assert 0.3 <= time.monotonic() - started < 5
+    assert "its lease will expire and the scheduler will retry the workset" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_outage_between_runs_is_waited_out(work_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    api.next_failures = [requests.ConnectionError("refused"), ApiError(500, "http_error", "oops")]
+    agent = make_agent(api, "true", work_root)
+
+    assert agent.run_forever(idle_exit_seconds=0.3) == []
+    assert "API unreachable (refused)" in caplog.text
+
+
+# --- 3. the cluster's registration during a run -----------------------------------------------------------------
+
+
+def test_the_cluster_registration_is_renewed_during_a_run(work_root: Path, script: Callable[[str], str]) -> None:
+    api = FakeApi(WORKSET)
+    agent = make_agent(api, script("sleep 0.8"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "complete"
+    assert api.registrations >= 3  # one per heartbeat period (0.1 s) of a 0.8 s run
+
+
+def test_a_failed_registration_renewal_does_not_end_the_run(work_root: Path, script: Callable[[str], str]) -> None:
+    api = FakeApi(WORKSET)
+
+    def unreachable(cluster: dict[str, Any]) -> dict[str, Any]:
+        raise requests.ConnectionError("refused")
+
+    api.register_cluster = unreachable
+    agent = make_agent(api, script("sleep 0.5"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "complete"
+
+
+# --- 4. cancel and lease loss --------------------------------------------------------------------------------------
+
+
+def test_a_canceled_workset_stops_its_run_as_canceled(
+    work_root: Path, script: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi(WORKSET)
+
+    def cancel() -> None:
+        assert wait_for(lambda: len(pids(work_root)) == 2)
+        api.state["ws-1"] = "canceled"  # a person canceled it: the heartbeat answers with the workset
+
+    api.on_heartbeat = cancel
+    agent = make_agent(api, script(LONG_RUN), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None
+    assert (outcome.state, outcome.reason) == ("canceled", "run stopped: workset canceled")
+    assert "workset ws-1 is canceled: stopping its run" in caplog.text
+    assert "lease_lost" not in caplog.text
+    assert api.final_moves() == []
+    assert wait_for(lambda: not any(alive(pid) for pid in pids(work_root).values()))
+
+
+def test_a_workset_canceled_as_its_run_ends_is_reported_as_canceled(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    api = FakeApi(WORKSET)
+    change_state = api.change_state
+
+    def canceled_first(workset_id: str, state: str, **fields: Any) -> dict[str, Any]:
+        if state == "complete":
+            api.state[workset_id] = "canceled"  # a person was quicker: the move is refused with 409
+        return change_state(workset_id, state, **fields)
+
+    api.change_state = canceled_first
+    agent = make_agent(api, script("exit 0"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "canceled"
+
+
+def test_a_lost_lease_stops_its_run_as_lease_lost(work_root: Path, script: Callable[[str], str]) -> None:
+    api = FakeApi(WORKSET)
+    api.heartbeat_answers = [ApiError(409, "lease_lost", "lease 7 of ws-1 is not current")]
+    agent = make_agent(api, script(LONG_RUN), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "lease_lost"
+    assert api.final_moves() == []
+
+
+# --- 5. the command line -----------------------------------------------------------------------------------------
+
+
+def test_help_names_the_environment_variable_of_every_flag_even_with_a_bad_value_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WORKSET_VCPUS", "abc")
+    monkeypatch.setenv("WORKSET_HEARTBEAT_SECONDS", "often")
+    monkeypatch.setenv("COLUMNS", "100")
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ENV_VARS:
+        assert name in text, name
+    assert "the agent runs them one at a time" in text
+
+
+def test_a_bad_environment_value_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WORKSET_VCPUS", "abc")
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--api", "http://api.test", "--cluster", "c1"])
+
+    assert exited.value.code == 2
+    assert "argument --vcpus: invalid int value: 'abc'" in capsys.readouterr().err
+
+
+def test_an_api_that_is_not_a_url_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--api", "api.example.com", "--cluster", "c1"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("workset-agent: --api must be an http(s) URL")
+
+
+def test_an_unreachable_api_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: ApiClient(*args, **kwargs, retries=0))
+    url = f"http://127.0.0.1:{closed_port()}"
+
+    assert cli.main(["--api", url, "--cluster", "c1", "--work-root", str(tmp_path)]) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"workset-agent: cannot reach the API at {url}: ConnectionError: ")
+    assert "Connection refused" in err
+
+
+def test_without_credentials_the_agent_warns_that_requests_go_unsigned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: ApiClient(*args, **kwargs, retries=0))
+
+    assert cli.main(["--api", f"http://127.0.0.1:{closed_port()}", "--cluster", "c1"]) == 1
+
+    assert "no AWS credentials found: requests to the API go unsigned" in caplog.text
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+# --- 6. a relative run prefix --------------------------------------------------------------------------------------
+
+
+def test_a_relative_run_prefix_is_taken_from_the_agents_directory(
+    tmp_path: Path, work_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launcher = tmp_path / "pipeline" / "fake-dy-r.sh"
+    launcher.parent.mkdir()
+    launcher.write_text('#!/bin/bash\necho "run $*"\n')
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.chdir(tmp_path)
+    api = FakeApi({**WORKSET, "work": {"workdir_name": "ws-1", "run_command": "--profile x"}})
+    agent = make_agent(api, "pipeline/fake-dy-r.sh", work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and (outcome.state, outcome.exit_code) == ("complete", 0)
+    assert agent.config.run_prefix == str(launcher)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("bin/run.sh", "{root}/bin/run.sh"),
+        ("./bin/run.sh --fast && dy-r ~/x", "{root}/bin/run.sh --fast && dy-r ~/x"),
+        ("'my dir/run.sh' a", "'{root}/my dir/run.sh' a"),
+        ("dy-r", "dy-r"),
+        ("source ~/projects/daylily/dyoa && dy-r", "source ~/projects/daylily/dyoa && dy-r"),
+        ("bin/missing.sh", "bin/missing.sh"),
+        ("/usr/bin/env dy-r", "/usr/bin/env dy-r"),
+        ("bin/run.sh 'unbalanced", "{root}/bin/run.sh 'unbalanced"),
+        ("'unbalanced", "'unbalanced"),
+    ],
+)
+def test_resolve_run_prefix(tmp_path: Path, prefix: str, expected: str) -> None:
+    for name in ("bin/run.sh", "my dir/run.sh"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+
+    assert resolve_run_prefix(prefix, cwd=tmp_path) == expected.format(root=tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _agent_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="workset_agent")
