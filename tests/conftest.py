@@ -124,8 +124,11 @@ def api(load_function: Callable[[str], ModuleType]) -> ApiCall:
         body: Any = None,
         raw_body: str | None = None,
         body_bytes: bytes | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, Any]:
         event = api_event(method, path, query=query, body=json.dumps(body) if body is not None else raw_body)
+        event["headers"]["Content-Type"] = content_type
+        event["multiValueHeaders"]["Content-Type"] = [content_type]
         if body_bytes is not None:
             event.update(body=base64.b64encode(body_bytes).decode(), isBase64Encoded=True)
         response = module.lambda_handler(event, FakeLambdaContext("api"))

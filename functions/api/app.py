@@ -10,7 +10,10 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -78,8 +81,11 @@ class ClaimRequest(_Body):
     lease_seconds: int | None = Field(default=None, ge=60, le=86_400)
 
 
+LeaseToken = Annotated[int, Field(strict=True, ge=1, le=2**53, description="The fencing token the claim gave.")]
+
+
 class HeartbeatRequest(_Body):
-    lease_token: int
+    lease_token: LeaseToken
     lease_seconds: int | None = Field(default=None, ge=60, le=86_400)
     progress: str | None = Field(default=None, max_length=200, description="staging, pipeline running, ...")
 
@@ -93,7 +99,7 @@ class StateChangeRequest(_Body):
     state: State
     reason: str = Field(default="", max_length=4096)
     actor: str = Field(default="api", min_length=1, max_length=256)
-    lease_token: int | None = None
+    lease_token: LeaseToken | None = None
     error_category: ErrorCategory | None = None
     error_reasons: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=50)
 
@@ -122,6 +128,11 @@ def handle_invalid_request(exc: RequestValidationError) -> Response:
         for error in exc.errors()
     ]
     return _error(422, "invalid_request", "; ".join(problems)[:2000] or "the request is not valid")
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def handle_unsupported_content_type(exc: RequestUnsupportedContentType) -> Response:
+    return _error(415, "unsupported_media_type", "send the body as JSON (content-type: application/json)")
 
 
 @app.exception_handler(UnicodeDecodeError)

@@ -359,3 +359,19 @@ def test_error_reasons_are_capped_to_fit_the_item(store: WorksetStore) -> None:
     assert len(failed.error_reasons) == 51
     assert failed.error_reasons[-1] == "... and 150 more"
     assert all(len(reason) <= 500 for reason in failed.error_reasons)
+
+
+@pytest.mark.parametrize("token", [2**128, True, "3", 0])
+def test_a_lease_token_that_is_no_token_is_422(api: Any, store: WorksetStore, token: object) -> None:
+    registered(store, "w1")
+    api("POST", "/worksets/w1/lock", body={"owner": "agent-1", "cluster": "c1"})
+
+    status, body = api("POST", "/worksets/w1/heartbeat", body={"lease_token": token})
+
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+
+
+def test_a_body_that_is_not_json_is_415_with_the_error_shape(api: Any) -> None:
+    status, body = api("POST", "/clusters", raw_body="name=c1", content_type="text/plain")
+
+    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
