@@ -235,7 +235,8 @@ def test_the_lock_is_what_keeps_a_widened_race_to_one_winner(
 
     # WHEN 8 writers race with the emulator's lock, and again with moto's own unlocked request handling
     with_lock = _race(client, table, threads=8, rounds=2)
-    monkeypatch.setattr(DynamoHandler, "call_action", DynamoHandler.call_action.__wrapped__)  # type: ignore[attr-defined]
+    unlocked = DynamoHandler.call_action.__wrapped__  # type: ignore[attr-defined]
+    monkeypatch.setattr(DynamoHandler, "call_action", unlocked)
     without_lock = _race(client, table, threads=8, rounds=2)
 
     # THEN the lock leaves one winner per round; without it several writers win the same round
