@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from .models import Priority, WorkSpec
@@ -283,6 +282,10 @@ def _fastq_location_problem(value: str, keys: set[str]) -> str | None:
 
 
 def _check_work_file(text: str, findings: _Findings) -> WorkSpec | None:
+    # NOTE: imported here, not at the top: only the register function reads work files, and every other function
+    # imports this module for its names; PyYAML would add about 20 ms to their cold starts.
+    import yaml
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
