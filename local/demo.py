@@ -120,7 +120,7 @@ def local_stack(
     with (LOCAL_DIR / f"{name}-stack.log").open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=_environment(), stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait(lambda: state_file.exists() or process.poll() is not None or None, "the local stack to start")
+            wait_for(lambda: state_file.exists() or process.poll() is not None or None, "the local stack to start")
             if process.poll() is not None:
                 raise SystemExit(f"demo: the local stack did not start; see {log.name}")
             yield Stack(json.loads(state_file.read_text()))
@@ -143,18 +143,18 @@ def main() -> int:
             count = upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / name)
             _say(f"uploaded {count} files to s3://{stack.bucket}/{stack.prefix}{name}/, then daylily.ready")
         for name in (VALID, RETRIED, INVALID):
-            workset = _wait(partial(_find, api, name), f"{name} to be registered")
+            workset = wait_for(partial(find, api, name), f"{name} to be registered")
             _say(f"{name} registered: {workset['state']}, priority {workset['priority']}, attempt {workset['attempt']}")
 
         _say(f"{RETRIED}'s first attempt will fail with a transient error (exit 75), then retry by itself")
         agent = start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED)
-        outcomes = {name: _wait(partial(finished, api, name), f"{name} to finish") for name in (VALID, RETRIED)}
+        outcomes = {name: wait_for(partial(finished, api, name), f"{name} to finish") for name in (VALID, RETRIED)}
         agent_output = _stop(agent)
         inbox = Inbox(stack)
-        _wait(lambda: inbox.until_completion_of(RETRIED), "the completion notifications")
+        wait_for(lambda: inbox.until_completion_of(RETRIED), "the completion notifications")
         folders = {name: f"{stack.prefix}{name}/" for name in outcomes}
         sentinels = {
-            name: _wait(partial(settled_sentinels, s3, stack.bucket, folders[name]), "sentinels") for name in folders
+            name: wait_for(partial(settled_sentinels, s3, stack.bucket, folders[name]), "sentinels") for name in folders
         }
 
         print_agent(agent_output)
@@ -291,7 +291,7 @@ def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:
     return names if "daylily.lock" not in names and {"daylily.complete", "daylily.error"} & set(names) else None
 
 
-def _find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
+def find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
     try:
         return api.get_workset(workset_id)
     except ApiError as exc:
@@ -309,14 +309,15 @@ def finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
     return workset if final else None
 
 
-def _wait(probe: Callable[[], T | None], what: str) -> T:
-    deadline = time.monotonic() + TIMEOUT_SECONDS
+def wait_for(probe: Callable[[], T | None], what: str, seconds: float = TIMEOUT_SECONDS) -> T:
+    """Poll `probe` until it returns something other than None, or give up after `seconds`."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = probe()
         if value is not None:
             return value
         time.sleep(0.2)
-    raise SystemExit(f"demo: gave up waiting for {what} after {TIMEOUT_SECONDS:.0f} s")
+    raise SystemExit(f"demo: gave up waiting for {what} after {seconds:.0f} s")
 
 
 def _stop(process: subprocess.Popen[str]) -> str:

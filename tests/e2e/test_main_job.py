@@ -11,24 +11,26 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
 
-from agent.client import ApiClient, ApiError
+from agent.client import ApiClient
 from local.demo import (
     EXAMPLES,
     ROOT,
     Inbox,
     Stack,
     attributes,
+    find,
     finished,
     local_stack,
     settled_sentinels,
     start_agent,
     upload_workset,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -53,25 +55,6 @@ def s3(stack: Stack) -> Any:
     return stack.client("s3")
 
 
-def wait_for(probe: Callable[[], T | None], seconds: float) -> T:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"nothing after {seconds} s")
-
-
-def find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
-    try:
-        return api.get_workset(workset_id)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: Stack, api: ApiClient, s3: Any) -> None:
     # GIVEN a valid folder whose name has a space and a non-ASCII letter, put by a plain S3 client
     name = "hg003 exomé"
@@ -85,7 +68,7 @@ def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: Stack, 
     s3.put_object(Bucket=stack.bucket, Key=folder + "daylily.ready", Body=b"2026-12-03T09:15:02Z")
 
     # THEN the API shows the workset, ready, within 10 seconds
-    workset = wait_for(lambda: find(api, name), seconds=10)
+    workset = wait_for(lambda: find(api, name), "the workset to be registered", seconds=10)
     assert time.monotonic() - started < 10
     assert workset["workset_id"] == name
     assert workset["state"] == "ready"
@@ -95,11 +78,11 @@ def test_a_folder_put_by_an_s3_client_is_ready_within_ten_seconds(stack: Stack, 
 def test_the_example_workset_runs_to_complete_and_is_announced(stack: Stack, api: ApiClient, s3: Any) -> None:
     upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / "hg002-giab-wgs-30x")
     upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / "broken-sheet-example")
-    wait_for(lambda: find(api, "hg002-giab-wgs-30x"), seconds=10)
+    wait_for(lambda: find(api, "hg002-giab-wgs-30x"), "the workset to be registered", seconds=10)
 
     agent = start_agent(stack)
     try:
-        final = wait_for(lambda: finished(api, "hg002-giab-wgs-30x"), seconds=60)
+        final = wait_for(lambda: finished(api, "hg002-giab-wgs-30x"), "the workset to finish", seconds=60)
     finally:
         agent.kill()
         agent.communicate()
@@ -116,7 +99,7 @@ def test_the_example_workset_runs_to_complete_and_is_announced(stack: Stack, api
 
     # The folder shows the outcome to people and old tools, and the system's own sentinels registered nothing again
     folder = f"{stack.prefix}hg002-giab-wgs-30x/"
-    sentinels = wait_for(lambda: settled_sentinels(s3, stack.bucket, folder), seconds=10)
+    sentinels = wait_for(lambda: settled_sentinels(s3, stack.bucket, folder), "the sentinels", seconds=10)
     assert sentinels == ["daylily.complete", "daylily.ready"]
     assert len(api.get_workset("hg002-giab-wgs-30x")["history"]) == len(moves)
 
@@ -126,7 +109,7 @@ def test_the_example_workset_runs_to_complete_and_is_announced(stack: Stack, api
     assert "daylily_info.yaml is missing" in broken["error_reasons"]
 
     inbox = Inbox(stack)
-    messages = wait_for(lambda: inbox.until_completion_of("hg002-giab-wgs-30x"), seconds=20)
+    messages = wait_for(lambda: inbox.until_completion_of("hg002-giab-wgs-30x"), "the completion", seconds=20)
     events = [
         (attributes(m)["event_type"], attributes(m)["state"])
         for m in messages
@@ -183,19 +166,19 @@ def test_local_drop_puts_a_folder_into_the_running_stack(stack: Stack, api: ApiC
     assert "/worksets/dropped%20by%20hand" in result.stdout
 
     # THEN the workset shows up as ready
-    workset = wait_for(lambda: find(api, "dropped by hand"), seconds=10)
+    workset = wait_for(lambda: find(api, "dropped by hand"), "the workset to be registered", seconds=10)
     assert workset["state"] == "ready"
 
 
 def test_a_transient_failure_backs_off_retries_and_succeeds_visibly(stack: Stack, api: ApiClient, s3: Any) -> None:
     # GIVEN a workset whose first attempt fails with a transient error (the stack's backoff starts at 1 s)
     upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / "hg003-wes-normal", "flaky run")
-    wait_for(lambda: find(api, "flaky run"), seconds=10)
+    wait_for(lambda: find(api, "flaky run"), "the workset to be registered", seconds=10)
 
     # WHEN an agent runs it
     agent = start_agent(stack, "flaky-cluster", fail_first_attempt_of="flaky run")
     try:
-        final = wait_for(lambda: finished(api, "flaky run"), seconds=60)
+        final = wait_for(lambda: finished(api, "flaky run"), "the workset to finish", seconds=60)
     finally:
         agent.kill()
         agent.communicate()
@@ -223,7 +206,7 @@ def test_a_transient_failure_backs_off_retries_and_succeeds_visibly(stack: Stack
 
     # AND the folder showed the failure while it lasted, then the success
     folder = f"{stack.prefix}flaky run/"
-    assert wait_for(lambda: settled_sentinels(s3, stack.bucket, folder), seconds=10) == [
+    assert wait_for(lambda: settled_sentinels(s3, stack.bucket, folder), "the sentinels", seconds=10) == [
         "daylily.complete",
         "daylily.ready",
     ]
