@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import boto3
 import requests
@@ -26,6 +26,32 @@ class ApiError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
+
+
+class SignedWithSigV4(requests.auth.AuthBase):
+    """Signs each request, exactly as it is sent, with SigV4 for API Gateway (service `execute-api`), from the
+    session's credentials (the standard AWS chain); sends it unsigned when there are none."""
+
+    def __init__(self, session: boto3.Session, region: str) -> None:
+        self.session = session
+        self.region = region
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        credentials = self.session.get_credentials()
+        if credentials is None:
+            return request
+
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        content_type = request.headers.get("Content-Type")
+        unsigned = AWSRequest(
+            method=request.method,
+            url=request.url,
+            data=body or b"",
+            headers={"Content-Type": content_type} if content_type else {},
+        )
+        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(unsigned)
+        request.headers.update(dict(unsigned.headers.items()))
+        return request
 
 
 class ApiClient:
@@ -48,6 +74,7 @@ class ApiClient:
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.http = requests.Session()
+        self.http.auth = SignedWithSigV4(self.session, self.region)
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
         """Send one request and return its JSON answer (None for 204)."""
@@ -66,16 +93,12 @@ class ApiClient:
     def _send(self, method: str, path: str, body: Any, params: dict[str, str] | None) -> requests.Response:
         url = self.base_url + path
         data = json.dumps(body).encode() if body is not None else None
-        prepared = requests.Request(method, url, params=params, data=data).prepare()
+        # SigV4 wants a space as %20: requests would write "+", which API Gateway's canonical query never matches.
+        query = urlencode(params or {}, quote_via=quote)
         headers = {"Content-Type": "application/json"} if data is not None else {}
-
-        credentials = self.session.get_credentials()
-        if credentials is not None:
-            signed = AWSRequest(method=method, url=prepared.url, data=data, headers=headers)
-            SigV4Auth(credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(signed)
-            headers = dict(signed.headers.items())
-
-        return self.http.request(method, prepared.url or url, data=data, headers=headers, timeout=self.timeout)
+        return self.http.request(
+            method, f"{url}?{query}" if query else url, data=data, headers=headers, timeout=self.timeout
+        )
 
     # --- the calls the agent and the CLI make ----------------------------------------------------------------------
 
@@ -110,10 +133,54 @@ class ApiClient:
         )
         return answer
 
+    def list_worksets(
+        self, *, limit: int | None = None, next_token: str | None = None, **filters: str | None
+    ) -> dict[str, Any]:
+        """One page of worksets: `{"worksets": [...], "next_token": ...}`; `filters` are state, priority, cluster."""
+        params = _params({**filters, "limit": limit, "next_token": next_token})
+        answer: dict[str, Any] = self.request("GET", "/worksets", params=params)
+        return answer
+
+    def workset_history(
+        self, workset_id: str, *, limit: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        """One page of a workset's history, oldest first: `{"history": [...], "next_token": ...}`."""
+        params = _params({"limit": limit, "next_token": next_token})
+        answer: dict[str, Any] = self.request("GET", f"/worksets/{_segment(workset_id)}/history", params=params)
+        return answer
+
+    def act(self, workset_id: str, action: str, *, actor: str, reason: str = "") -> dict[str, Any]:
+        """Ask for a lifecycle action a person takes: cancel, retry, archive or restore. The answer is the workset."""
+        answer: dict[str, Any] = self.request(
+            "POST", f"/worksets/{_segment(workset_id)}/{action}", {"actor": actor, "reason": reason}
+        )
+        return answer
+
+    def queue_stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", "/queue/stats")
+        return answer
+
+    def scheduler_stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", "/scheduler/stats")
+        return answer
+
+    def list_clusters(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", "/clusters")
+        return answer
+
+    def get_cluster(self, name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", f"/clusters/{_segment(name)}")
+        return answer
+
 
 def _segment(workset_id: str) -> str:
     """A workset id as one path segment: spaces, slashes and non-ASCII letters percent-encoded."""
     return quote(workset_id, safe="")
+
+
+def _params(values: dict[str, Any]) -> dict[str, str]:
+    """Query parameters: the given ones, as strings."""
+    return {name: str(value) for name, value in values.items() if value is not None}
 
 
 def _answer(response: requests.Response) -> Any:

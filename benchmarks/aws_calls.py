@@ -54,7 +54,7 @@ STAGE = "bench"
 
 HISTORY_SIZES = (10, 1_000)
 HISTORY_PAGE = 100
-"""The history entries `GET /worksets/{id}` reads with the workset (functions/api/app.py)."""
+"""The history entries `GET /worksets/{id}` reads with the workset (functions/api/read.py)."""
 
 OWNER = "bench-agent"
 CLUSTER = "bench-cluster"
@@ -196,7 +196,7 @@ def run_operations(
 
 
 def read_with_history(store: WorksetStore, workset_id: str) -> tuple[Workset, list[HistoryEntry]]:
-    """What `GET /worksets/{id}` reads (functions/api/app.py): the workset with its newest history entries."""
+    """What `GET /worksets/{id}` reads (functions/api/read.py): the workset with its newest history entries."""
     return store.get_with_history(workset_id, limit=HISTORY_PAGE)
 
 

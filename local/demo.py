@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import boto3
 
 from agent.client import ApiClient, ApiError
+from local.receivers import FakeLinear, WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "worksets"
@@ -134,8 +135,12 @@ def local_stack(
 
 
 def main() -> int:
-    with local_stack(parameters={"RetryBaseSeconds": str(RETRY_BASE_SECONDS)}) as stack:
+    with (
+        DemoChannels() as channels,
+        local_stack(parameters={"RetryBaseSeconds": str(RETRY_BASE_SECONDS), **channels.parameters()}) as stack,
+    ):
         _say(f"local stack up: emulator {stack.emulator_url}, API {stack.api_url} (log: .local/demo-stack.log)")
+        channels.store_secrets(stack)
         s3 = stack.client("s3")
         api = stack.api()
 
@@ -164,6 +169,8 @@ def main() -> int:
         invalid = api.get_workset(INVALID)
         print_reasons(invalid)
         print_notifications(inbox.messages)
+        wait_for(lambda: channels.until_settled(RETRIED), "the notifications of every channel", seconds=30)
+        channels.print_deliveries(stack)
 
         summary = {name: (workset["state"], workset["attempt"]) for name, workset in outcomes.items()}
         ok = summary == {VALID: ("complete", 1), RETRIED: ("complete", 2)} and invalid["state"] == "error"
@@ -282,6 +289,136 @@ def print_notifications(messages: list[dict[str, Any]]) -> None:
             f"  {seen.get('event_type', '?'):<15} {seen.get('workset_id', '?'):<21} {seen.get('state', '?'):<11} "
             f"{seen.get('priority', '?'):<6}  {message.get('Subject', '')}"
         )
+
+
+# --- notifications per channel ---------------------------------------------------------------------------------------
+# Besides the SNS topic, the demo's stack notifies a fake Linear and a webhook receiver that run in this process (see
+# local/receivers.py): a signed JSON webhook, a Slack-shaped one and PagerDuty Events v2. The stack is told where they
+# are through the NotifyChannels parameter; their secrets go into the emulator's SSM and Secrets Manager, as an
+# operator would put them, before any workset is dropped.
+
+DEMO_SECRETS = "workset-monitor/local/notify/"
+"""The prefix the local stack's notify function may read secrets under (Stage=local)."""
+LINEAR_API_KEY = "lin_api_demo_not_a_real_key"
+WEBHOOK_SIGNING_SECRET = "whsec_demo_not_a_real_secret"
+PAGERDUTY_ROUTING_KEY = "R0UT1NGKEYDEMO"
+FAILURES_AND_COMPLETIONS = {"event_types": ["error", "lease_expired", "retry_scheduled", "completion"]}
+
+
+class DemoChannels:
+    """The receivers of the demo's notification channels, their configuration and their secrets."""
+
+    WEBHOOK_PATH = "/lab/workset-events"
+    SLACK_PATH = "/services/T0DEMO/B0DEMO/demo"
+    PAGERDUTY_PATH = "/v2/enqueue"
+
+    def __init__(self) -> None:
+        self.linear = FakeLinear(LINEAR_API_KEY)
+        self.receiver = WebhookReceiver(WEBHOOK_SIGNING_SECRET)
+        self.pagerduty = WebhookReceiver()
+
+    def __enter__(self) -> DemoChannels:
+        for server in (self.linear, self.receiver, self.pagerduty):
+            server.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for server in (self.linear, self.receiver, self.pagerduty):
+            server.stop()
+
+    def parameters(self) -> dict[str, str]:
+        """The NotifyChannels parameter that points the stack's channels at these receivers."""
+        channels = [
+            {"name": "sns", "type": "sns"},
+            {
+                "name": "linear",
+                "type": "linear",
+                "team_id": self.linear.team_id,
+                "api_key": f"ssm:/{DEMO_SECRETS}linear-api-key",
+                "url": f"{self.linear.url}/graphql",
+                "filter": FAILURES_AND_COMPLETIONS,
+            },
+            {
+                "name": "lab-webhook",
+                "type": "webhook",
+                "url": self.receiver.url + self.WEBHOOK_PATH,
+                "signing_secret": f"ssm:/{DEMO_SECRETS}webhook-signing-secret",
+            },
+            {
+                "name": "lab-slack",
+                "type": "webhook",
+                "format": "slack",
+                "url": f"secretsmanager:{DEMO_SECRETS}slack-webhook-url",
+                "signing_secret": f"ssm:/{DEMO_SECRETS}webhook-signing-secret",
+                "filter": FAILURES_AND_COMPLETIONS,
+            },
+            {
+                "name": "oncall",
+                "type": "webhook",
+                "format": "pagerduty",
+                "url": self.pagerduty.url + self.PAGERDUTY_PATH,
+                "routing_key": f"secretsmanager:{DEMO_SECRETS}pagerduty-routing-key",
+            },
+        ]
+        return {"NotifyChannels": json.dumps(channels)}
+
+    def store_secrets(self, stack: Stack) -> None:
+        ssm, secrets = stack.client("ssm"), stack.client("secretsmanager")
+        ssm.put_parameter(Name=f"/{DEMO_SECRETS}linear-api-key", Value=LINEAR_API_KEY, Type="SecureString")
+        ssm.put_parameter(
+            Name=f"/{DEMO_SECRETS}webhook-signing-secret", Value=WEBHOOK_SIGNING_SECRET, Type="SecureString"
+        )
+        secrets.create_secret(Name=f"{DEMO_SECRETS}slack-webhook-url", SecretString=self.receiver.url + self.SLACK_PATH)
+        secrets.create_secret(Name=f"{DEMO_SECRETS}pagerduty-routing-key", SecretString=PAGERDUTY_ROUTING_KEY)
+        _say(f"notification secrets stored in the emulator's SSM and Secrets Manager under {DEMO_SECRETS}")
+
+    def until_settled(self, workset_id: str) -> bool | None:
+        """True once every channel has had the completion of `workset_id` (the issue closed, the webhooks posted)."""
+        issues = self.linear.issues_of(workset_id)
+        closed = bool(issues) and all(self.linear.is_done(issue) for issue in issues)
+        completions = [
+            item
+            for item in self.receiver.deliveries(self.WEBHOOK_PATH)
+            if item.json()["event"]["workset_id"] == workset_id and item.json()["type"] == "completion"
+        ]
+        resolved = [item for item in self.pagerduty.deliveries() if item.json()["event_action"] == "resolve"]
+        return True if closed and completions and resolved else None
+
+    def print_deliveries(self, stack: Stack) -> None:
+        print("\nnotifications per channel, besides the SNS topic:")
+
+        print(f"  linear: fake Linear GraphQL API at {self.linear.url}/graphql")
+        for issue in self.linear.issues_of(""):
+            status = "done" if self.linear.is_done(issue) else "open"
+            print(f"    {issue.identifier}  {status:<4}  {len(issue.comments)} comments  {issue.title[:90]}")
+
+        hooks = self.receiver.deliveries(self.WEBHOOK_PATH)
+        verified = sum(1 for item in hooks if item.verified)
+        print(f"  lab-webhook: {len(hooks)} signed JSON posts, {verified} signatures verified by the receiver")
+        for item in hooks:
+            event = item.json()["event"]
+            print(f"    {event['event_type']:<15} {event['workset_id']:<21} {event['state']:<11} v{event['version']}")
+
+        slack = self.receiver.deliveries(self.SLACK_PATH)
+        print(f"  lab-slack: {len(slack)} Slack messages (text and blocks)")
+        for item in slack:
+            print(f"    {item.json()['text'][:100]}")
+
+        pagerduty = self.pagerduty.deliveries()
+        print(f"  oncall: {len(pagerduty)} PagerDuty Events v2 events, one alert per workset")
+        for item in pagerduty:
+            body = item.json()
+            summary = body.get("payload", {}).get("summary", "")
+            print(f"    {body['event_action']:<8} {body['dedup_key'].rsplit('/', 1)[-1]:<21} {summary[:70]}")
+
+        failures = stack.client("sqs").get_queue_attributes(
+            QueueUrl=stack.description["resources"]["NotifyFailureQueue"],
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        print(f"  undeliverable (stream batches in the notify failure queue): {failures}")
+
+
+# --- end of notifications per channel --------------------------------------------------------------------------------
 
 
 def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:

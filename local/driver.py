@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from local.apigateway import IMPLICIT_API_STAGE, ApiRoute, ApiServer
+from local.apigateway import IMPLICIT_API_STAGE, ApiRoute, ApiServer, gateway_responses, requires_iam
 from local.observability import logger
 from local.runtime import FunctionRunner, Invocation
 from local.template import API, ClientFactory, EventSource, Template
@@ -626,7 +626,14 @@ class Driver:
 
         routes = [self._route(runner, event) for runner, event in events if event.type == "Api"]
         if routes:
-            self.api = ApiServer(routes, host=self.host, port=self.api_port, account_id=self.template.account_id)
+            self.api = ApiServer(
+                routes,
+                host=self.host,
+                port=self.api_port,
+                account_id=self.template.account_id,
+                region=self.template.region,
+                responses=gateway_responses(self.template),
+            )
             self.api.start()
         for thread in self.pumps:
             thread.start()
@@ -645,12 +652,14 @@ class Driver:
         properties = event.properties
         api_id = str(properties.get("RestApiId", "")) or "implicit"
         stage = IMPLICIT_API_STAGE
+        api_auth = self.template.resolve(self.template.document.get("Globals", {}).get("Api", {}).get("Auth", {}))
         for logical_id, resource in self.template.resources(API).items():
             if self.template.physical(logical_id).ref == api_id:
                 stage = str(self.template.resolve(resource["Properties"]["StageName"]))
-        return ApiRoute.build(
-            runner, resource=str(properties["Path"]), method=str(properties["Method"]), stage=stage, api_id=api_id
-        )
+                api_auth = {**api_auth, **self.template.resolve(resource["Properties"].get("Auth", {}))}
+        resource_path, method = str(properties["Path"]), str(properties["Method"])
+        auth = requires_iam(api_auth, properties.get("Auth", {}), route=f"{method.upper()} {resource_path}")
+        return ApiRoute.build(runner, resource=resource_path, method=method, stage=stage, api_id=api_id, auth=auth)
 
 
 def _enabled(event: EventSource) -> bool:

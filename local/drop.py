@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or args.folder.resolve().name
     count = upload_workset(stack.client("s3"), stack.bucket, stack.prefix, args.folder, name)
     print(f"uploaded {count} files and daylily.ready to s3://{stack.bucket}/{stack.prefix}{name}/")
-    print(f"read it with: curl -s {stack.api_url}/worksets/{quote(name, safe='')}")
+    keys = stack.description["credentials"]
+    user = f"{keys['aws_access_key_id']}:{keys['aws_secret_access_key']}"
+    sign = f"--aws-sigv4 aws:amz:{stack.region}:execute-api --user {user}"
+    print(f"read it with: curl -s {sign} {stack.api_url}/worksets/{quote(name, safe='')}")
     return 0
 
 

@@ -4,20 +4,29 @@
   `app.py`), with the function's CodeUri and its layers' ContentUri on `sys.path`, and forgets them on `unload`.
 - `function_environment` merges the functions' environments into the one this process can have.
 - `FunctionRunner.invoke` calls a handler with a Lambda-like context; it logs every invocation and never raises.
+- `AwsCallRecorder` keeps, per function, every AWS API call its handler made (as `local.iam.AwsCall`), so a test can
+  check them against the function's IAM policies, which the emulator does not enforce.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import botocore.session
+
+from local.iam import AwsCall, Deployment, Permission, permissions_needed
 from local.observability import logger
 from local.template import FunctionSpec, TemplateError
 
@@ -26,6 +35,9 @@ Handler = Callable[[Any, Any], Any]
 
 ASYNC_RETRIES = 2
 """Lambda retries a failed asynchronous invocation (S3, schedules) twice by default."""
+
+MAX_RECORDED_CALLS = 20_000
+"""Distinct calls kept per function (a call on another S3 key is another call); more are counted, not kept."""
 
 
 @dataclass
@@ -65,9 +77,10 @@ class Invocation:
 class FunctionRunner:
     """Invokes one function's handler as Lambda would, one call at a time or concurrently."""
 
-    def __init__(self, spec: FunctionSpec, handler: Handler) -> None:
+    def __init__(self, spec: FunctionSpec, handler: Handler, *, calls: AwsCallRecorder | None = None) -> None:
         self.spec = spec
         self.handler = handler
+        self.calls = calls
 
     def invoke(self, event: Any, *, trigger: str) -> Invocation:
         """Call the handler with `event`; the result or the exception comes back, never raised.
@@ -82,7 +95,8 @@ class FunctionRunner:
 
         # Whatever the handler raises is the invocation's outcome, as on Lambda; it never reaches the caller.
         try:
-            result = self.handler(event, context)
+            with attributed_to(self.calls, self.spec.logical_id):
+                result = self.handler(event, context)
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             error = exc
 
@@ -158,8 +172,11 @@ class HandlerLoader:
         self._paths_added: list[str] = []
         self._roots: list[Path] = []
 
-    def load(self, specs: Iterable[FunctionSpec]) -> dict[str, Handler]:
-        """Import the handler of each function; fails before importing anything if two functions clash."""
+    def load(self, specs: Iterable[FunctionSpec], *, calls: AwsCallRecorder | None = None) -> dict[str, Handler]:
+        """Import the handler of each function; fails before importing anything if two functions clash.
+
+        A client a handler module creates as it is imported belongs to its function: `calls` records its calls.
+        """
         specs = list(specs)
         _check_sibling_modules(specs)
         if self._modules_before is None:
@@ -167,7 +184,8 @@ class HandlerLoader:
 
         handlers: dict[str, Handler] = {}
         for spec in specs:
-            handlers[spec.logical_id] = self._load(spec)
+            with attributed_to(calls, spec.logical_id):
+                handlers[spec.logical_id] = self._load(spec)
         return handlers
 
     def _load(self, spec: FunctionSpec) -> Handler:
@@ -220,19 +238,136 @@ class HandlerLoader:
 
 def _check_sibling_modules(specs: list[FunctionSpec]) -> None:
     """Two functions' code folders may not both hold a module of one name: in one process the first would win."""
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, Path]] = {}
     for spec in specs:
-        for name in _top_level_modules(spec.code_uri) - {spec.handler_file.stem}:
-            if name in seen:
+        for name in top_level_modules(spec.code_uri) - {spec.handler_file.stem}:
+            if name in seen and seen[name][1] != spec.code_uri:  # functions of one code folder share its modules
                 raise TemplateError(
-                    f"{seen[name]} and {spec.logical_id} both have a module {name!r}; one process cannot import both"
+                    f"{seen[name][0]} and {spec.logical_id} both have a module {name!r}; one process cannot import both"
                 )
-            seen[name] = spec.logical_id
+            seen[name] = (spec.logical_id, spec.code_uri)
 
 
-def _top_level_modules(folder: Path) -> set[str]:
+def top_level_modules(folder: Path) -> set[str]:
     if not folder.is_dir():
         return set()
     files = {path.stem for path in folder.glob("*.py")}
     packages = {path.parent.name for path in folder.glob("*/__init__.py")}
     return files | packages
+
+
+# --- the AWS calls of each function ----------------------------------------------------------------------------------
+
+
+class AwsCallRecorder:
+    """Every AWS API call the handlers made, by function logical id, with the authorizations each needs in AWS.
+
+    A call is attributed to the function whose invocation (or handler import) is running in the thread that makes
+    it, through a context variable `FunctionRunner.invoke` sets around the handler. A call made from a thread with no
+    invocation (a worker thread of a handler) is attributed to the function whose invocation or import created the
+    client; the driver's and the tests' own calls are not recorded. Creating a recorder installs the hook that sees
+    the calls (`install_call_hook`).
+
+    Limitations:
+        a client created before the hook was installed (by a module imported before the stack started) reports
+        nothing; at most MAX_RECORDED_CALLS distinct calls are kept per function (`dropped` counts the rest).
+    """
+
+    def __init__(self, deployment: Deployment, *, limit: int = MAX_RECORDED_CALLS) -> None:
+        install_call_hook()
+        self.deployment = deployment
+        self.limit = limit
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._calls: dict[str, set[AwsCall]] = {}
+
+    def record(self, function_id: str, service: str, operation: str, params: Mapping[str, Any]) -> None:
+        """Keep one call of `service` (its IAM prefix) `operation` with `params` (the call's keyword arguments)."""
+        try:
+            permissions = permissions_needed(service, operation, params, self.deployment)
+        except Exception:  # noqa: BLE001 - a call the table cannot read is kept with its action only
+            logger.exception("aws call not understood", function=function_id, operation=f"{service}:{operation}")
+            permissions = (Permission(f"{service}:{operation}"),)
+        call = AwsCall(f"{service}:{operation}", permissions)
+
+        with self._lock:
+            calls = self._calls.setdefault(function_id, set())
+            if call in calls:
+                return
+            if len(calls) >= self.limit:
+                self.dropped += 1
+                return
+            calls.add(call)
+
+    def calls(self) -> dict[str, set[AwsCall]]:
+        """Every distinct call so far, by function logical id."""
+        with self._lock:
+            return {function_id: set(calls) for function_id, calls in self._calls.items()}
+
+    def operations(self) -> dict[str, set[str]]:
+        """The operations each function called, e.g. `{"ApiWriteFunction": {"dynamodb:UpdateItem", ...}}`."""
+        return {function_id: {call.operation for call in calls} for function_id, calls in self.calls().items()}
+
+    def clear(self) -> None:
+        """Forget every call so far."""
+        with self._lock:
+            self._calls.clear()
+            self.dropped = 0
+
+
+_Attribution = tuple[AwsCallRecorder, str]
+
+_current_function: ContextVar[_Attribution | None] = ContextVar("local_current_function", default=None)
+"""The recorder and the function whose handler runs in this thread (threads start without one)."""
+
+_hook_lock = threading.Lock()
+_HOOK_MARK = "_local_aws_call_hook"
+
+
+@contextmanager
+def attributed_to(recorder: AwsCallRecorder | None, function_id: str) -> Iterator[None]:
+    """Attribute the AWS calls made in this thread, inside the block, to `function_id` (nothing if no recorder)."""
+    if recorder is None:
+        yield
+        return
+    token = _current_function.set((recorder, function_id))
+    try:
+        yield
+    finally:
+        _current_function.reset(token)
+
+
+def install_call_hook() -> None:
+    """Make every botocore client created from now on, from any session, report each call to the recorder of the
+    function that makes it; idempotent.
+
+    boto3's default session is not enough: Powertools creates a session of its own for its idempotency table and its
+    parameter providers. So `botocore.session.Session.create_client` is wrapped to register a `before-parameter-build`
+    handler on each new client: it fires once per API call (each page of a paginator, not each retry) with the call's
+    own keyword arguments, and costs a context variable lookup when no function is running.
+    """
+    with _hook_lock:
+        if getattr(botocore.session.Session.create_client, _HOOK_MARK, False):
+            return
+        create_client = botocore.session.Session.create_client
+
+        @functools.wraps(create_client)
+        def create_recorded_client(self: botocore.session.Session, *args: Any, **kwargs: Any) -> Any:
+            client = create_client(self, *args, **kwargs)
+            owner = _current_function.get()
+            client.meta.events.register("before-parameter-build", functools.partial(_on_call, owner))
+            return client
+
+        setattr(create_recorded_client, _HOOK_MARK, True)
+        botocore.session.Session.create_client = create_recorded_client  # type: ignore[method-assign]
+
+
+def _on_call(owner: _Attribution | None, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+    """botocore's `before-parameter-build` handler: record the call for the running function, else the client's."""
+    attribution = _current_function.get() or owner
+    if attribution is None:
+        return
+    recorder, function_id = attribution
+    service_model = model.service_model
+    service = service_model.signing_name or service_model.endpoint_prefix
+    recorder.record(function_id, service, model.name, params)

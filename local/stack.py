@@ -2,7 +2,7 @@
 
     with LocalStack(emulator_port=0, api_port=0) as stack:
         boto3.client("s3", endpoint_url=stack.emulator_url, ...)
-        requests.get(stack.api_url + "/worksets")
+        requests.get(stack.api_url + "/")  # the health check; every other route asks for SigV4 (see local.sigv4)
 
 `python -m local.stack` (`make local`) keeps it up on 127.0.0.1:4566 (emulator) and 127.0.0.1:3000 (API) until
 SIGINT or SIGTERM, and writes `.local/stack.json` with the endpoints, resource names, region and local credentials,
@@ -31,8 +31,9 @@ from local.emulator import (
     Emulator,
     start_emulator,
 )
+from local.iam import AwsCall, Deployment
 from local.observability import logger
-from local.runtime import FunctionRunner, Handler, HandlerLoader, function_environment
+from local.runtime import AwsCallRecorder, FunctionRunner, Handler, HandlerLoader, function_environment
 from local.template import API, TOPIC, FunctionSpec, Template, TemplateError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,8 @@ class LocalStack:
     """The whole stack in this process; a context manager that starts it on entry and stops it on exit.
 
     `handlers` replaces the code of functions by logical id (tests pass their own handlers); `functions` limits
-    the functions driven to these logical ids (all by default). Ports set to 0 are picked free.
+    the functions driven to these logical ids (all by default). Ports set to 0 are picked free. With
+    `record_aws_calls` (the default), every AWS call a handler makes is kept by function: see `aws_calls`.
 
     Limitations:
         the functions share this process: one environment (see `function_environment`), one `sys.path`, and
@@ -68,6 +70,7 @@ class LocalStack:
         poll_interval: float = 0.5,
         handlers: Mapping[str, Handler] | None = None,
         functions: Collection[str] | None = None,
+        record_aws_calls: bool = True,
     ) -> None:
         self.template_path = template_path
         self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
@@ -80,6 +83,8 @@ class LocalStack:
         self.handlers = dict(handlers or {})
         self.functions = None if functions is None else set(functions)
         self.inbox_queue_urls: dict[str, str] = {}
+        self.record_aws_calls = record_aws_calls
+        self.call_recorder: AwsCallRecorder | None = None
         self._template: Template | None = None
         self._emulator: Emulator | None = None
         self._driver: Driver | None = None
@@ -101,9 +106,15 @@ class LocalStack:
             specs = {spec.logical_id: spec for spec in self._template.functions()}
             driven = self._driven(specs)
             self._environment.apply({**function_environment(specs.values()), **self._emulator.environment()})
-            loaded = self._loader.load(spec for spec in driven if spec.logical_id not in self.handlers)
+            if self.record_aws_calls:
+                self.call_recorder = AwsCallRecorder(Deployment.of(self._template))
+            loaded = self._loader.load(
+                (spec for spec in driven if spec.logical_id not in self.handlers), calls=self.call_recorder
+            )
             runners = {
-                spec.logical_id: FunctionRunner(spec, self.handlers.get(spec.logical_id) or loaded[spec.logical_id])
+                spec.logical_id: FunctionRunner(
+                    spec, self.handlers.get(spec.logical_id) or loaded[spec.logical_id], calls=self.call_recorder
+                )
                 for spec in driven
             }
 
@@ -198,6 +209,16 @@ class LocalStack:
         """A boto3 client bound to the emulator."""
         return self.emulator.client(service_name)
 
+    def aws_calls(self) -> dict[str, set[str]]:
+        """The AWS operations each function's handler called so far, by logical id: `{"ApiWriteFunction":
+        {"dynamodb:UpdateItem", ...}}`; empty when `record_aws_calls` is off."""
+        return self.call_recorder.operations() if self.call_recorder is not None else {}
+
+    def aws_call_details(self) -> dict[str, set[AwsCall]]:
+        """The distinct calls each function's handler made, with the IAM action, resource and condition keys each
+        needs (see `local.iam`)."""
+        return self.call_recorder.calls() if self.call_recorder is not None else {}
+
     def describe(self) -> dict[str, Any]:
         """Everything a program needs to use the stack, JSON-able."""
         template = self.template
@@ -234,7 +255,8 @@ class LocalStack:
             "inbox_queue_url": next(iter(self.inbox_queue_urls.values()), None)
             if len(self.inbox_queue_urls) == 1
             else None,
-            "table": only("AWS::DynamoDB::Table"),
+            # The workset table by name: the notify function's idempotency table is a table too.
+            "table": resources.get("WorksetTable") or only("AWS::DynamoDB::Table"),
             "bucket": only("AWS::S3::Bucket"),
             "topic_arn": only(TOPIC),
             "prefix": template.parameters.get("WorksetPrefix"),
@@ -294,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         api_port=args.api_port,
         schedule_seconds=args.schedule_seconds,
         poll_interval=args.poll_interval,
+        # NOTE: nothing reads the calls of a stack run from the command line, so they are not kept.
+        record_aws_calls=False,
     ) as stack:
         args.state_file.parent.mkdir(parents=True, exist_ok=True)
         args.state_file.write_text(json.dumps(stack.describe(), indent=2) + "\n", encoding="utf-8")

@@ -33,13 +33,15 @@ URL_SUFFIX = "amazonaws.com"
 TABLE = "AWS::DynamoDB::Table"
 BUCKET = "AWS::S3::Bucket"
 TOPIC = "AWS::SNS::Topic"
+SUBSCRIPTION = "AWS::SNS::Subscription"
 QUEUE = "AWS::SQS::Queue"
 FUNCTION = "AWS::Serverless::Function"
 LAYER = "AWS::Serverless::LayerVersion"
 API = "AWS::Serverless::Api"
 
 # Queues first: a topic or a bucket may name a queue's URL; tables and buckets only need names known beforehand.
-DEPLOY_ORDER = (QUEUE, TOPIC, TABLE, BUCKET)
+# Subscriptions last: they name a topic and an endpoint.
+DEPLOY_ORDER = (QUEUE, TOPIC, TABLE, BUCKET, SUBSCRIPTION)
 
 ClientFactory = Callable[[str], Any]
 """Returns a boto3 client of the emulator for a service name."""
@@ -371,18 +373,20 @@ class Template:
     # --- deployment ----------------------------------------------------------------------------------------------
 
     def deploy(self, client: ClientFactory) -> dict[str, PhysicalResource]:
-        """Create every queue, topic, table and bucket of the template in the emulator; returns them by logical id.
+        """Create every queue, topic, table, bucket and topic subscription of the template in the emulator; returns
+        them by logical id.
 
         Limitations:
             other resource types are not created (functions are run by the driver, the API is served by it);
             `AWS::S3::BucketPolicy` is skipped, as its deny-insecure-transport rule cannot hold over local HTTP.
         """
-        services = {QUEUE: "sqs", TOPIC: "sns", TABLE: "dynamodb", BUCKET: "s3"}
+        services = {QUEUE: "sqs", TOPIC: "sns", TABLE: "dynamodb", BUCKET: "s3", SUBSCRIPTION: "sns"}
         creators: dict[str, Callable[[Any, str, Mapping[str, Any]], None]] = {
             QUEUE: self._create_queue,
             TOPIC: self._create_topic,
             TABLE: self._create_table,
             BUCKET: self._create_bucket,
+            SUBSCRIPTION: self._create_subscription,
         }
 
         created: dict[str, PhysicalResource] = {}
@@ -440,6 +444,20 @@ class Template:
         arn = sns.create_topic(Name=physical.attributes["TopicName"], Attributes=attributes, Tags=tags)["TopicArn"]
         for subscription in properties.get("Subscription", []):
             sns.subscribe(TopicArn=arn, Protocol=subscription["Protocol"], Endpoint=subscription["Endpoint"])
+
+    def _create_subscription(self, sns: Any, logical_id: str, properties: Mapping[str, Any]) -> None:
+        """A topic subscription with its filter policy (a JSON object or text) and the other attributes SNS takes."""
+        attribute_names = ("DeliveryPolicy", "FilterPolicy", "FilterPolicyScope", "RawMessageDelivery", "RedrivePolicy")
+        attributes = {name: _attribute_text(properties[name]) for name in attribute_names if name in properties}
+
+        arn = sns.subscribe(
+            TopicArn=properties["TopicArn"],
+            Protocol=properties["Protocol"],
+            Endpoint=properties["Endpoint"],
+            Attributes=attributes,
+            ReturnSubscriptionArn=True,
+        )["SubscriptionArn"]
+        self.physical(logical_id).ref = arn
 
     def _create_table(self, dynamodb: Any, logical_id: str, properties: Mapping[str, Any]) -> None:
         physical = self.physical(logical_id)

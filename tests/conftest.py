@@ -22,6 +22,7 @@ import pytest
 from moto import mock_aws
 
 from local.emulator import install_moto_patches
+from local.runtime import top_level_modules
 from local.template import Template
 from workset_monitor import settings as settings_module
 from workset_monitor.store import WorksetStore
@@ -87,15 +88,20 @@ def store(deployed: Template) -> WorksetStore:
 
 
 @pytest.fixture
-def load_function(deployed: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+def load_function(deployed: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
     """Load a function's handler module afresh, with the environment the template gives it."""
     specs = {spec.logical_id: spec for spec in deployed.functions()}
 
-    def load(logical_id: str) -> ModuleType:
+    def load(logical_id: str, **environment: str) -> ModuleType:
+        """The handler module, with the template's environment and `environment` over it."""
         spec = specs[logical_id]
-        for name, value in spec.environment.items():
+        for name, value in {**spec.environment, **environment}.items():
             monkeypatch.setenv(name, value)
         settings_module.settings.cache_clear()
+        # The handler's own modules (a function's code folder may hold several) are imported afresh too, on its path.
+        monkeypatch.syspath_prepend(str(spec.code_uri))
+        for name in top_level_modules(spec.code_uri):
+            sys.modules.pop(name, None)
 
         module_spec = importlib.util.spec_from_file_location(f"fn_{logical_id}_{uuid.uuid4().hex}", spec.handler_file)
         assert module_spec is not None and module_spec.loader is not None
@@ -113,8 +119,9 @@ ApiCall = Callable[..., tuple[int, Any]]
 
 @pytest.fixture
 def api(load_function: Callable[[str], ModuleType]) -> ApiCall:
-    """Call the API function as API Gateway would: `api("GET", "/worksets", query={...}, body={...})`."""
-    module = load_function("ApiFunction")
+    """Call the API as API Gateway would, GETs to the read function and the rest to the write function:
+    `api("GET", "/worksets", query={...})`, `api("POST", "/clusters", body={...})`."""
+    reads, writes = load_function("ApiReadFunction"), load_function("ApiWriteFunction")
 
     def call(
         method: str,
@@ -125,12 +132,15 @@ def api(load_function: Callable[[str], ModuleType]) -> ApiCall:
         raw_body: str | None = None,
         body_bytes: bytes | None = None,
         content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         event = api_event(method, path, query=query, body=json.dumps(body) if body is not None else raw_body)
-        event["headers"]["Content-Type"] = content_type
-        event["multiValueHeaders"]["Content-Type"] = [content_type]
+        for name, value in {"Content-Type": content_type, **(headers or {})}.items():
+            event["headers"][name] = value
+            event["multiValueHeaders"][name] = [value]
         if body_bytes is not None:
             event.update(body=base64.b64encode(body_bytes).decode(), isBase64Encoded=True)
+        module = reads if method in ("GET", "OPTIONS") else writes
         response = module.lambda_handler(event, FakeLambdaContext("api"))
         payload = json.loads(response["body"]) if response.get("body") else None
         return response["statusCode"], payload

@@ -1,7 +1,9 @@
-"""Notify function: each state change on the workset table's stream becomes a notification on every channel.
+"""Notify function: each state change on the workset table's stream becomes a notification on the channels that want it.
 
-Records are processed one by one; a record that fails is reported as a batch item failure, so Lambda retries it
-(and what follows it in the shard) without blocking the records before it.
+The channels come from `NOTIFY_CHANNELS` and are checked when the function starts: a configuration that cannot work
+fails every invocation with a message naming the problem, instead of failing at the first notification. Records are
+processed one by one; a record that some channel could not take is reported as a batch item failure, so Lambda
+retries it, and each channel is given each event once (see `workset_monitor.notifier`).
 """
 
 from __future__ import annotations
@@ -12,31 +14,21 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from workset_monitor.channels.sns import SnsChannel
-from workset_monitor.notifier import Notifier
+from workset_monitor.notifier import notifier_from_settings
 from workset_monitor.observability import logger, metrics
 from workset_monitor.settings import settings
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-_notifier: Notifier | None = None
-
-
-def notifier() -> Notifier:
-    global _notifier
-    if _notifier is None:
-        topic_arn = settings().topic_arn
-        _notifier = Notifier([SnsChannel(topic_arn)] if topic_arn else [])
-    return _notifier
+# Every failed record is reported, even when all failed: the response names them, and Lambda retries from the first.
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+notifier = notifier_from_settings(settings())
 
 
 def record_handler(record: DynamoDBRecord) -> None:
-    raw = record.raw_event.get("dynamodb", {})
-    keys = raw.get("Keys", {})
-    logger.append_keys(
-        stream_event_id=record.event_id, workset_id=keys.get("pk", {}).get("S", "").removeprefix("WORKSET#")
-    )
+    keys = record.raw_event.get("dynamodb", {}).get("Keys", {})
+    workset_id = keys.get("pk", {}).get("S", "").removeprefix("WORKSET#")
+    logger.append_keys(stream_event_id=record.event_id, workset_id=workset_id)
 
-    event = notifier().on_change(raw.get("OldImage"), raw.get("NewImage"))
+    event = notifier.notify(record.raw_event)
     if event is not None:
         metrics.add_metric(name="Notifications", unit="Count", value=1)
 
@@ -44,4 +36,10 @@ def record_handler(record: DynamoDBRecord) -> None:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    notifier.begin_batch(context)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        notifier.finish_batch()

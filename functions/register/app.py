@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workset_monitor.bucket import WorksetBucket
-from workset_monitor.layout import TRIGGER_SENTINELS, parse_sentinel_key, workset_name_problem
+from workset_monitor.layout import TRIGGER_SENTINELS, parse_sentinel_key, sentinel_key_problem
 from workset_monitor.observability import logger, metrics
 from workset_monitor.registration import Registrar
 from workset_monitor.settings import settings
@@ -34,16 +34,6 @@ def registrar() -> Registrar:
     return _registrar
 
 
-def _why_skipped(key: str) -> str:
-    relative = key.removeprefix(settings().prefix)
-    if relative == key:
-        return f"outside the workset prefix {settings().prefix}"
-    folder, _, _ = relative.rpartition("/")
-    if "/" in folder:
-        return "a workset is a folder directly under the prefix; this sentinel is nested deeper"
-    return workset_name_problem(folder) or "not a sentinel people drop"
-
-
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 @event_source(data_class=S3Event)
@@ -57,7 +47,8 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
         sentinel = parse_sentinel_key(key, settings().prefix)
         if sentinel is None or sentinel.sentinel not in TRIGGER_SENTINELS:
             # A sentinel nested deeper than one folder, or in a folder whose name cannot be an id, is not a workset.
-            logger.warning("not a sentinel of a workset folder, skipped", reason=_why_skipped(key))
+            problem = sentinel_key_problem(key, settings().prefix)
+            logger.warning("not a sentinel of a workset folder, skipped", reason=problem)
             continue
         if record.s3.bucket.name != settings().bucket:
             logger.warning("event from another bucket, skipped", bucket=record.s3.bucket.name)

@@ -31,6 +31,7 @@ from moto.dynamodb.responses import DynamoHandler
 from local.driver import FilterPatternError, aws_s3_key, check_pattern, matches_pattern
 from local.emulator import ACCESS_KEY_ID, SECRET_ACCESS_KEY, start_emulator
 from local.runtime import HandlerLoader, function_environment
+from local.sigv4 import sign
 from local.stack import LocalStack
 from local.template import FunctionSpec, TemplateError
 
@@ -62,7 +63,8 @@ class Recorder:
             "RegisterFunction": self.register,
             "NotifyFunction": self.notify,
             "ScheduleFunction": self.schedule,
-            "ApiFunction": self.api,
+            "ApiReadFunction": self.api,
+            "ApiWriteFunction": self.api,
         }
 
     def register(self, event: Any, context: Any) -> dict[str, Any]:
@@ -85,7 +87,7 @@ class Recorder:
         return {"batchItemFailures": failures}
 
     def api(self, event: Any, context: Any) -> dict[str, Any]:
-        self.record("ApiFunction", event)
+        self.record("Api", event)
         if event["path"].endswith("/boom"):
             raise RuntimeError("the api handler failed")
         return {
@@ -372,7 +374,7 @@ def test_the_resources_are_the_templates(stack: LocalStack) -> None:
 def test_the_functions_share_the_templates_environment(stack: LocalStack) -> None:
     functions = {spec.logical_id: spec for spec in stack.template.functions()}
 
-    environment = functions["ApiFunction"].environment
+    environment = functions["ApiReadFunction"].environment
 
     assert environment["WORKSET_TABLE"] == stack.resources["WorksetTable"]
     assert environment["WORKSET_BUCKET"] == stack.resources["WorksetBucket"]
@@ -637,11 +639,21 @@ def test_the_schedule_fires_a_scheduled_event(stack: LocalStack, recorder: Recor
 def _request(
     stack: LocalStack, method: str, target: str, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """Send `target` as it is, signed with the local stack's keys as the agent signs (the API asks for SigV4)."""
     assert stack.api_url is not None
     address = urlsplit(stack.api_url)
+    signed = sign(
+        method,
+        stack.api_url + target,
+        body=body or b"",
+        headers=headers,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        region=stack.region,
+    )
     connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
     try:
-        connection.request(method, target, body=body, headers=headers or {})
+        connection.request(method, target, body=body, headers=signed)
         response = connection.getresponse()
         return response.status, response.headers, response.read()
     finally:
@@ -649,7 +661,7 @@ def _request(
 
 
 def test_a_get_becomes_the_proxy_event_api_gateway_sends(stack: LocalStack, recorder: Recorder) -> None:
-    before = len(recorder.seen("ApiFunction"))
+    before = len(recorder.seen("Api"))
 
     status, headers, body = _request(
         stack, "GET", "/worksets/ws%201%2Fx?state=ready&tag=a&tag=b", headers={"X-Test": "1"}
@@ -658,8 +670,8 @@ def test_a_get_becomes_the_proxy_event_api_gateway_sends(stack: LocalStack, reco
     assert status == 201
     assert headers["X-Reply"] == "yes"
     assert headers.get_all("Set-Cookie") == ["a=1", "b=2"]
-    assert json.loads(body) == {"function": "workset-monitor-local-api", "path": "/worksets/ws%201%2Fx"}
-    (event,) = recorder.seen("ApiFunction")[before:]
+    assert json.loads(body) == {"function": "workset-monitor-local-api-read", "path": "/worksets/ws%201%2Fx"}
+    (event,) = recorder.seen("Api")[before:]
     assert event["resource"] == "/{proxy+}"
     assert event["path"] == "/worksets/ws%201%2Fx"
     assert event["httpMethod"] == "GET"
@@ -677,26 +689,43 @@ def test_a_get_becomes_the_proxy_event_api_gateway_sends(stack: LocalStack, reco
     assert context["resourcePath"] == "/{proxy+}"
     assert context["httpMethod"] == "GET"
     assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert (context["identity"]["accessKey"], context["identity"]["accountId"]) == (ACCESS_KEY_ID, "123456789012")
     assert context["requestId"]
     assert headers["x-amzn-RequestId"] == context["requestId"]
 
 
 def test_the_root_is_its_own_route_and_a_binary_body_is_base64(stack: LocalStack, recorder: Recorder) -> None:
-    before = len(recorder.seen("ApiFunction"))
+    before = len(recorder.seen("Api"))
 
     root_status, _, _ = _request(stack, "GET", "/")
     post_status, _, _ = _request(stack, "POST", "/worksets", body=b"\xff\xfe binary")
 
     assert (root_status, post_status) == (201, 201)
-    root, post = recorder.seen("ApiFunction")[before:]
+    root, post = recorder.seen("Api")[before:]
     assert (root["resource"], root["pathParameters"], root["queryStringParameters"]) == ("/", None, None)
+    assert root["requestContext"]["identity"]["accessKey"] is None  # an open route: nothing was verified
     assert post["isBase64Encoded"] is True
     assert base64.b64decode(post["body"]) == b"\xff\xfe binary"
 
 
 def test_an_unknown_route_and_a_failing_handler_answer_as_api_gateway(stack: LocalStack) -> None:
-    missing_status, _, missing_body = _request(stack, "POST", "/")
-    failing_status, _, failing_body = _request(stack, "GET", "/worksets/boom")
+    missing_status, missing_headers, missing_body = _request(stack, "POST", "/")
+    failing_status, failing_headers, failing_body = _request(stack, "GET", "/worksets/boom")
 
-    assert (missing_status, json.loads(missing_body)) == (403, {"message": "Missing Authentication Token"})
-    assert (failing_status, json.loads(failing_body)) == (502, {"message": "Internal server error"})
+    # the template's gateway responses word API Gateway's own answers in the API's error shape
+    assert (missing_status, json.loads(missing_body)["error"]) == (
+        403,
+        {
+            "code": "MISSING_AUTHENTICATION_TOKEN",
+            "message": "Missing Authentication Token",
+            "request_id": missing_headers["x-amzn-RequestId"],
+        },
+    )
+    assert (failing_status, json.loads(failing_body)["error"]) == (
+        502,
+        {"code": "DEFAULT_5XX", "message": "Internal server error", "request_id": failing_headers["x-amzn-RequestId"]},
+    )
+    assert (missing_headers["x-amzn-ErrorType"], failing_headers["x-amzn-ErrorType"]) == (
+        "MissingAuthenticationTokenException",
+        "InternalServerErrorException",
+    )

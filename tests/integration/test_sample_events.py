@@ -62,7 +62,7 @@ def test_the_register_sample_registers_the_example(registered: dict[str, Any], s
 def test_the_api_sample_reads_the_workset(
     registered: dict[str, Any], load_function: Callable[[str], ModuleType]
 ) -> None:
-    response = invoke(load_function, "ApiFunction", sample("api-get-workset.json"))
+    response = invoke(load_function, "ApiReadFunction", sample("api-get-workset.json"))
 
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["workset_id"] == "hg002-giab-wgs-30x"

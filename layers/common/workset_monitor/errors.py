@@ -25,6 +25,23 @@ class ClusterNotFound(WorksetError):
         self.name = name
 
 
+class ClusterRetired(WorksetError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"cluster {name!r} is retired; register it again to give it work")
+        self.name = name
+
+
+class FolderNotFound(WorksetError):
+    def __init__(self, bucket: str, folder: str) -> None:
+        super().__init__(f"s3://{bucket}/{folder} holds no objects")
+        self.bucket = bucket
+        self.folder = folder
+
+
+class NotAWorksetFolder(WorksetError):
+    """A request named a place that cannot be a workset folder (another bucket, outside the prefix, nested)."""
+
+
 class TransitionRefused(WorksetError):
     """The state table does not allow this move. `rule` says which rule refused it."""
 

@@ -37,6 +37,13 @@ class EventType(StrEnum):
     CANCELED = "canceled"
 
 
+FAILURE_EVENTS = frozenset({EventType.ERROR, EventType.LEASE_EXPIRED, EventType.RETRY_SCHEDULED})
+"""Events that say an attempt failed: they open an incident (a Linear issue, a PagerDuty alert) or add to it."""
+
+SETTLED_STATES = frozenset({State.COMPLETE, State.CANCELED, State.IGNORED, State.ARCHIVED})
+"""States after which a workset does not fail again by itself: an open incident about it is over."""
+
+
 class WorksetEvent(BaseModel):
     """One notification-worthy change of one workset."""
 
@@ -103,13 +110,18 @@ def _event_type(old: Workset | None, new: Workset) -> EventType:
 def subject(event: WorksetEvent) -> str:
     """An email subject as SNS takes it: one line of ASCII, under 100 characters. Accents are dropped (é -> e),
     other non-ASCII letters become "?"; the message itself keeps the exact workset id."""
-    text = f"[{event.priority}] workset {event.workset_id}: {_headline(event)}"
+    text = f"[{event.priority}] workset {event.workset_id}: {headline(event)}"
     return _one_line(_ascii(text), SUBJECT_LIMIT)
+
+
+def title(event: WorksetEvent, limit: int = 250) -> str:
+    """The subject's words on one line, the workset id exact (not folded to ASCII): for Linear, Slack, PagerDuty."""
+    return _one_line(f"[{event.priority}] workset {event.workset_id}: {headline(event)}", limit)
 
 
 def sms_text(event: WorksetEvent) -> str:
     """A text that fits one SMS segment, counted as the phone network counts it."""
-    text = _one_line(f"{event.workset_id}: {_headline(event)}", 10_000)
+    text = _one_line(f"{event.workset_id}: {headline(event)}", 10_000)
     if all(ch in _GSM_BASIC or ch in _GSM_EXTENSION for ch in text):
         return _fit(text, SMS_SEPTETS, lambda ch: 2 if ch in _GSM_EXTENSION else 1)
     return _fit(text, SMS_UCS2_UNITS, lambda ch: 2 if ord(ch) > 0xFFFF else 1)
@@ -137,7 +149,8 @@ def email_text(event: WorksetEvent) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _headline(event: WorksetEvent) -> str:
+def headline(event: WorksetEvent) -> str:
+    """What happened, in a few words: `in_progress -> complete`, `error (transient, retry at ...): <first reason>`."""
     if event.event_type in (EventType.ERROR, EventType.LEASE_EXPIRED, EventType.RETRY_SCHEDULED):
         first = f": {event.reasons[0]}" if event.reasons else ""
         retry = f", retry at {event.retry_at:%H:%M:%S} UTC" if event.retry_at else ""

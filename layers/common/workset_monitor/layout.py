@@ -155,6 +155,17 @@ def parse_sentinel_key(key: str, prefix: str) -> SentinelKey | None:
     return SentinelKey(workset_id=unicodedata.normalize("NFC", name), folder=f"{prefix}{name}/", sentinel=sentinel)
 
 
+def sentinel_key_problem(key: str, prefix: str) -> str:
+    """Why a decoded key is not a sentinel of a workset folder (for a key `parse_sentinel_key` refused)."""
+    relative = key.removeprefix(prefix)
+    if relative == key:
+        return f"outside the workset prefix {prefix}"
+    folder, _, _ = relative.rpartition("/")
+    if "/" in folder:
+        return "a workset is a folder directly under the prefix; this one is nested deeper"
+    return workset_name_problem(folder) or "not a sentinel people drop"
+
+
 def workset_name_problem(name: str) -> str | None:
     """Why a folder name cannot be a workset id, or None. Spaces and non-ASCII letters are legal."""
     if not name or name.strip() != name:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def utcnow() -> datetime:
@@ -61,6 +61,7 @@ class ClusterStatus(StrEnum):
     ACTIVE = "active"
     DRAINING = "draining"
     UNAVAILABLE = "unavailable"
+    RETIRED = "retired"
 
 
 class WorkSpec(BaseModel):
@@ -163,6 +164,13 @@ class Cluster(BaseModel):
     max_worksets: int = Field(default=1, ge=1, le=10_000)
     vcpus: int = Field(default=0, ge=0)
     cost_per_vcpu_hour: float = Field(default=0.0, ge=0)
+
+    @field_validator("cost_per_vcpu_hour")
+    @classmethod
+    def _to_a_millionth(cls, cost: float) -> float:
+        """A price to a millionth: a float DynamoDB's numbers cannot hold (5e-324) must not fail a registration."""
+        return round(cost, 6)
+
     status: ClusterStatus = ClusterStatus.ACTIVE
     registered_at: datetime = Field(default_factory=utcnow)
     last_heartbeat_at: datetime = Field(default_factory=utcnow)

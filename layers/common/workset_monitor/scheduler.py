@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from .errors import ConcurrentUpdate, TransitionRefused
 from .models import ErrorCategory, State, Workset, utcnow
@@ -12,6 +13,8 @@ from .scheduling import ClusterLoad, Decision, is_live, plan
 from .store import WorksetStore
 
 ACTOR = "scheduler"
+TICK_DECISIONS_SHOWN = 25
+"""Decisions of each kind kept with the tick's summary; the item stays far below DynamoDB's 400 KB."""
 
 
 @dataclass
@@ -21,6 +24,19 @@ class TickReport:
     assigned: list[Decision] = field(default_factory=list)
     waiting: list[Decision] = field(default_factory=list)
     conflicts: int = 0
+
+    def summary(self, at: datetime, shown: int = TICK_DECISIONS_SHOWN) -> dict[str, Any]:
+        """What `GET /scheduler/stats` shows of this tick: counts, and the first `shown` decisions of each kind."""
+        return {
+            "at": at.isoformat(),
+            "expired": len(self.expired),
+            "retried": len(self.retried),
+            "assigned": len(self.assigned),
+            "waiting": len(self.waiting),
+            "conflicts": self.conflicts,
+            "assignments": [asdict(decision) for decision in self.assigned[:shown]],
+            "waits": [asdict(decision) for decision in self.waiting[:shown]],
+        }
 
 
 class Scheduler:
@@ -56,6 +72,7 @@ class Scheduler:
             if self._assign(ready[decision.workset_id], decision, now, report):
                 report.assigned.append(decision)
 
+        self.store.put_tick(report.summary(now))
         return report
 
     def _lease_expired(self, workset: Workset, now: datetime) -> bool:

@@ -18,6 +18,12 @@ class Settings(BaseModel):
     lease_seconds: int = Field(default=900, ge=60, le=86_400, description="LEASE_SECONDS")
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600, description="CLOCK_SKEW_SECONDS")
     retry_base_seconds: int = Field(default=60, ge=1, le=3600, description="RETRY_BASE_SECONDS")
+    notify_channels: str = Field(default="", description="NOTIFY_CHANNELS: JSON list of channels (routing.py)")
+    notify_secrets_prefix: str = Field(
+        default="", description="NOTIFY_SECRETS_PREFIX: where channel secrets may be read from (empty: anywhere)"
+    )
+    idempotency_table: str | None = Field(default=None, description="IDEMPOTENCY_TABLE: the notify function's")
+    allowed_origins: tuple[str, ...] = Field(default=(), description="ALLOWED_ORIGINS, comma-separated (CORS)")
 
     @field_validator("prefix")
     @classmethod
@@ -37,6 +43,10 @@ class Settings(BaseModel):
             "lease_seconds": env.get("LEASE_SECONDS", "900"),
             "clock_skew_seconds": env.get("CLOCK_SKEW_SECONDS", "60"),
             "retry_base_seconds": env.get("RETRY_BASE_SECONDS", "60"),
+            "notify_channels": env.get("NOTIFY_CHANNELS", ""),
+            "notify_secrets_prefix": env.get("NOTIFY_SECRETS_PREFIX", ""),
+            "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,
+            "allowed_origins": tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()),
         }
         try:
             return cls.model_validate(values)

@@ -7,6 +7,7 @@ One table holds three kinds of item, told apart by their sort key:
 | workset  | `WORKSET#<id>`      | `WORKSET`            |
 | history  | `WORKSET#<id>`      | `HISTORY#<version>`  |
 | cluster  | `CLUSTER#<name>`    | `CLUSTER`            |
+| tick     | `SCHEDULER`         | `TICK`               |
 
 Every write of a workset is conditional on the version it was read at, and bumps it, so no two writers can both
 succeed. A state change writes the workset and its history entry in one transaction; history entries are items of
@@ -30,6 +31,7 @@ from pydantic import TypeAdapter
 
 from .errors import (
     ClusterNotFound,
+    ClusterRetired,
     ConcurrentUpdate,
     LeaseLost,
     TransitionRefused,
@@ -38,7 +40,18 @@ from .errors import (
     WorksetNotFound,
 )
 from .layout import MAX_REASON_CHARS, MAX_REASONS
-from .models import Cluster, ErrorCategory, HistoryEntry, Lease, State, Workset, sortable, utcnow
+from .models import (
+    Cluster,
+    ClusterStatus,
+    ErrorCategory,
+    HistoryEntry,
+    Lease,
+    Priority,
+    State,
+    Workset,
+    sortable,
+    utcnow,
+)
 from .retries import DEFAULT_BASE_SECONDS, retry_at
 from .states import check_transition
 
@@ -47,6 +60,8 @@ if TYPE_CHECKING:
 
 WORKSET_SK = "WORKSET"
 CLUSTER_SK = "CLUSTER"
+SCHEDULER_PK = "SCHEDULER"
+TICK_SK = "TICK"
 HISTORY_PREFIX = "HISTORY#"
 BY_STATE = "by-state"
 BY_CLUSTER = "by-cluster"
@@ -136,24 +151,55 @@ class WorksetStore:
                 return entries
 
     def list_worksets(
-        self, *, state: State | None = None, limit: int = 50, page_token: str | None = None
+        self,
+        *,
+        state: State | None = None,
+        priority: Priority | None = None,
+        cluster: str | None = None,
+        limit: int = 50,
+        page_token: str | None = None,
     ) -> tuple[list[Workset], str | None]:
-        """One page of worksets: of one state in queue order, or all of them oldest first."""
-        if state is not None:
+        """One page of worksets: those a cluster holds now, or those of one state in queue order, or all of them
+        oldest first; each narrowed by the other filters.
+
+        A filter the chosen index does not key on is applied after the read, so a page may hold fewer than `limit`
+        worksets and still have a next one.
+        """
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters: list[str] = []
+
+        if cluster is not None:
+            index, attribute, value, sort_key = BY_CLUSTER, "active_cluster", cluster, "queue_key"
+        elif state is not None:
             index, attribute, value, sort_key = BY_STATE, "state", state.value, "queue_key"
         else:
             index, attribute, value, sort_key = BY_ENTITY, "entity", "workset", "created_key"
-        scope = f"{index}:{value}"
+        key_condition = "#attribute = :value"
 
-        response = self.client.query(
-            TableName=self.table_name,
-            IndexName=index,
-            KeyConditionExpression="#attribute = :value",
-            ExpressionAttributeNames={"#attribute": attribute},
-            ExpressionAttributeValues={":value": {"S": value}},
-            Limit=limit,
+        if state is not None and attribute != "state":
+            filters.append("#state = :state")
+            names["#state"], values[":state"] = "state", {"S": state.value}
+        if priority is not None and sort_key == "queue_key":
+            key_condition += " AND begins_with(queue_key, :rank)"  # the queue key starts with the priority's rank
+            values[":rank"] = {"S": f"{priority.rank}#"}
+        elif priority is not None:
+            filters.append("priority = :priority")
+            values[":priority"] = {"S": priority.value}
+        scope = f"{index}:{value}:{state or ''}:{priority or ''}"
+
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "KeyConditionExpression": key_condition,
+            "ExpressionAttributeNames": {"#attribute": attribute, **names},
+            "ExpressionAttributeValues": {":value": {"S": value}, **values},
+            "Limit": limit,
             **_start(page_token, scope, ("pk", "sk", attribute, sort_key)),
-        )
+        }
+        if filters:
+            query["FilterExpression"] = " AND ".join(filters)
+        response = self.client.query(**query)
         return [_workset_from_item(_plain(item)) for item in response["Items"]], _token(response, scope)
 
     def worksets_in(self, state: State) -> Iterator[Workset]:
@@ -377,6 +423,66 @@ class WorksetStore:
 
     def list_clusters(self) -> list[Cluster]:
         return [Cluster.model_validate(item) for item in self._query_all(BY_ENTITY, "entity", "cluster")]
+
+    def touch_cluster(self, name: str, *, at: datetime, status: ClusterStatus | None = None) -> Cluster:
+        """Renew a registered cluster's heartbeat, and its status if given, in one conditional write.
+
+        A retired cluster stays retired: its agent must register it again.
+        """
+        update = "SET last_heartbeat_at = :at" + (", #status = :status" if status is not None else "")
+        values: dict[str, Any] = {":at": _json_time(at), ":retired": ClusterStatus.RETIRED.value}
+        if status is not None:
+            values[":status"] = status.value
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(pk) AND #status <> :retired",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_typed(values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            if "Item" not in exc.response:
+                raise ClusterNotFound(name) from None
+            raise ClusterRetired(name) from None
+        return Cluster.model_validate(_plain(response["Attributes"]))
+
+    def retire_cluster(self, name: str) -> Cluster:
+        """Mark a cluster retired: it gets no new work, and what was assigned to it and not claimed goes back to the
+        queue on the next tick. Its record stays, for the history that names it."""
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+                UpdateExpression="SET #status = :retired",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_typed({":retired": ClusterStatus.RETIRED.value}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                raise ClusterNotFound(name) from None
+            raise
+        return Cluster.model_validate(_plain(response["Attributes"]))
+
+    # --- the scheduler's last tick ---------------------------------------------------------------------------------
+
+    def put_tick(self, summary: Mapping[str, Any]) -> None:
+        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick)."""
+        item = {"pk": SCHEDULER_PK, "sk": TICK_SK, **summary}
+        self.client.put_item(TableName=self.table_name, Item=_typed(item))
+
+    def last_tick(self) -> dict[str, Any] | None:
+        response = self.client.get_item(TableName=self.table_name, Key=_key(SCHEDULER_PK, TICK_SK))
+        if "Item" not in response:
+            return None
+        return {name: value for name, value in _plain(response["Item"]).items() if name not in ("pk", "sk")}
 
     # --- plumbing --------------------------------------------------------------------------------------------------
 

@@ -37,9 +37,10 @@ def message(event: WorksetEvent) -> str:
 
 
 class SnsChannel:
-    name = "sns"
+    """Publishes each event to one topic; subscriptions choose what they get with filter policies."""
 
-    def __init__(self, topic_arn: str, client: SNSClient | None = None) -> None:
+    def __init__(self, topic_arn: str, client: SNSClient | None = None, *, name: str = "sns") -> None:
+        self.name = name
         self.topic_arn = topic_arn
         self.client: SNSClient = client or boto3.client("sns")
 

@@ -1,0 +1,159 @@
+"""What the API's read and write functions share: the resolver, its one error shape, CORS, and the documented answers.
+
+Workset ids arrive percent-encoded in the path, as API Gateway passes REST paths, and are decoded here.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from workset_monitor.errors import (
+    ClusterNotFound,
+    ClusterRetired,
+    ConcurrentUpdate,
+    FolderNotFound,
+    LeaseLost,
+    NotAWorksetFolder,
+    TransitionRefused,
+    WorksetError,
+    WorksetExists,
+    WorksetNotFound,
+)
+from workset_monitor.lifecycle import Lifecycle
+from workset_monitor.observability import logger
+from workset_monitor.settings import settings
+from workset_monitor.store import InvalidPageToken, WorksetStore
+
+ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
+    WorksetNotFound: (404, "not_found"),
+    ClusterNotFound: (404, "not_found"),
+    FolderNotFound: (404, "not_found"),
+    WorksetExists: (409, "conflict"),
+    ClusterRetired: (409, "cluster_retired"),
+    TransitionRefused: (409, "transition_refused"),
+    ConcurrentUpdate: (409, "concurrent_update"),
+    LeaseLost: (409, "lease_lost"),
+    NotAWorksetFolder: (422, "not_a_workset_folder"),
+    InvalidPageToken: (400, "bad_request"),
+}
+
+SIGNED_HEADERS = ["Authorization", "Content-Type", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"]
+
+_lifecycle: Lifecycle | None = None
+
+
+def lifecycle() -> Lifecycle:
+    global _lifecycle
+    if _lifecycle is None:
+        config = settings()
+        _lifecycle = Lifecycle(
+            WorksetStore(config.table_name, retry_base_seconds=config.retry_base_seconds),
+            lease_seconds=config.lease_seconds,
+        )
+    return _lifecycle
+
+
+def path_id(raw: str) -> str:
+    """A workset id (or cluster name) from the path: percent-decoded, in Unicode's composed form (NFC), as stored."""
+    return unicodedata.normalize("NFC", unquote(raw))
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, for programs: not_found, transition_refused, lease_lost, ...")
+    message: str = Field(description="What went wrong, for people.")
+    request_id: str = Field(description="The API Gateway request id; quote it when asking for help.")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers, from a handler or from API Gateway itself, has this shape."""
+
+    model_config = ConfigDict(title="Error")
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    204: "Nothing to answer.",
+    400: "The request cannot be read: a malformed body or page token.",
+    403: "Refused by API Gateway: no SigV4 signature, a wrong one, or credentials without access.",
+    404: "No such workset, cluster or folder.",
+    409: "Refused by the state of things: a transition the rules forbid, a lost lease, a concurrent update.",
+    413: "Refused by API Gateway: the body is over 10 MB.",
+    415: "The body is not JSON.",
+    422: "The request does not match the documented shape; the message says where.",
+}
+
+
+def answers(
+    ok: type[BaseModel] | None, *errors: int, ok_status: int = 200, signed: bool = True
+) -> dict[int, OpenAPIResponse]:
+    """The documented answers of a route: its success body, and the error statuses it can give (with those of API
+    Gateway's signature check when the route is `signed`)."""
+    documented: dict[int, OpenAPIResponse] = {}
+    if ok is not None:
+        documented[ok_status] = {"description": "Success.", "content": {"application/json": {"model": ok}}}
+    for status in sorted({400, 422, *errors, *((403,) if signed else ())}):
+        if status == 204:
+            documented[status] = {"description": ERROR_DESCRIPTIONS[status], "content": {}}
+        else:
+            content: dict[str, Any] = {"application/json": {"model": ErrorBody}}
+            documented[status] = {"description": ERROR_DESCRIPTIONS[status], "content": content}  # type: ignore[typeddict-item]
+    return documented
+
+
+def cors() -> CORSConfig | None:
+    """CORS for the origins the deployment allows (ALLOWED_ORIGINS), or none; preflight needs no credentials."""
+    origins = settings().allowed_origins
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origin=origins[0], extra_origins=list(origins[1:]), allow_headers=SIGNED_HEADERS, max_age=600
+    )
+
+
+def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:
+    """Answer every error, from the domain, validation or routing, as `{"error": {code, message, request_id}}`."""
+
+    def error(status: int, code: str, message: str) -> Response[Any]:
+        body = {"error": {"code": code, "message": message, "request_id": app.current_event.request_context.request_id}}
+        return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+    @app.exception_handler(WorksetError)
+    def handle_domain_error(exc: WorksetError) -> Response[Any]:
+        status, code = ERROR_STATUS.get(type(exc), (400, "bad_request"))
+        logger.info("request refused", status=status, code=code, reason=str(exc))
+        return error(status, code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    def handle_invalid_request(exc: RequestValidationError) -> Response[Any]:
+        problems = [
+            f"{'.'.join(str(part) for part in item.get('loc', ()))}: {item.get('msg', item.get('type', 'invalid'))}"
+            for item in exc.errors()
+        ]
+        return error(422, "invalid_request", "; ".join(problems)[:2000] or "the request is not valid")
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def handle_unsupported_content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
+        return error(415, "unsupported_media_type", "send the body as JSON (content-type: application/json)")
+
+    @app.exception_handler(UnicodeDecodeError)
+    def handle_undecodable_body(exc: UnicodeDecodeError) -> Response[Any]:
+        return error(400, "bad_request", "the body is not UTF-8 text")
+
+    @app.exception_handler(RecursionError)
+    def handle_nested_body(exc: RecursionError) -> Response[Any]:
+        return error(400, "bad_request", "the body is nested too deeply")
+
+    @app.not_found
+    def handle_not_found(exc: Exception) -> Response[Any]:
+        return error(404, "not_found", f"no route {app.current_event.http_method} {app.current_event.path}")
