@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/common
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv test unit integration e2e lint typecheck validate-sam demo local clean bench openapi
+.PHONY: help venv test unit integration e2e lint typecheck validate-sam demo local clean bench bench-scheduler openapi
 
 help:
 	@echo "make demo      run a real workset through the local stack, end to end"
@@ -14,6 +14,7 @@ help:
 	@echo "make local     keep the local stack up (emulator on :4566, API on :3000); writes .local/stack.json"
 	@echo "make validate-sam   sam validate --lint on the template (installs the SAM CLI in $(SAM_VENV))"
 	@echo "make bench     AWS calls per operation"
+	@echo "make bench-scheduler  plan and tick time and calls, 1,000 to 100,000 ready worksets"
 	@echo "make openapi   write openapi.json from the API's code (a test fails when it drifts)"
 
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
@@ -64,6 +65,9 @@ clean:
 
 bench: venv
 	$(PY) -m benchmarks.aws_calls
+
+bench-scheduler: venv
+	$(PY) -m benchmarks.scheduling
 
 openapi: venv
 	$(PY) -m tools.openapi

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .client import ApiClient, ApiError
+from .folder import S3WorksetFolders
 from .runner import Agent, AgentConfig, AgentStopped, ApiUnreachable
 
 logger = logging.getLogger("workset_agent")
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-worksets",
         type=int,
         default=env("WORKSET_MAX_WORKSETS", "1"),
-        help="how many worksets the scheduler may queue for this cluster; the agent runs them one at a time "
+        help="the cluster's capacity: how many worksets the scheduler assigns it and the agent runs at once "
         "(WORKSET_MAX_WORKSETS, default 1)",
     )
     parser.add_argument(
@@ -74,7 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-root",
         type=Path,
         default=env("WORKSET_WORK_ROOT", "/tmp/workset-agent"),
-        help="where each workset's run gets its working directory (WORKSET_WORK_ROOT, default /tmp/workset-agent)",
+        help="where each workset's run gets its working directory, and where the agent keeps the runs it holds "
+        "(<cluster>.runs.json), to resume them after a restart (WORKSET_WORK_ROOT, default /tmp/workset-agent)",
+    )
+    parser.add_argument(
+        "--no-s3",
+        action="store_true",
+        default=env("WORKSET_NO_S3", "") not in ("", "0", "false", "no"),
+        help="do not copy the workset folder into the work directory nor write the log tail back to it, for a run "
+        "prefix that reads the folder itself (WORKSET_NO_S3=1); S3 is reached with the standard AWS credentials, "
+        "and AWS_ENDPOINT_URL_S3 points at an emulator",
     )
     parser.add_argument(
         "--exit-when-idle",
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.api or not args.cluster:
         parser.error("--api and --cluster are required (or WORKSET_API_URL and WORKSET_CLUSTER)")
+    if args.max_worksets < 1:
+        parser.error("--max-worksets must be 1 or more")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
@@ -120,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             "no AWS credentials found: requests to the API go unsigned (a deployed API refuses them; "
             "only the local stack accepts them)"
         )
-    agent = Agent(client, config)
+    folders = None if args.no_s3 else S3WorksetFolders(client.session.client("s3", region_name=args.region))
+    agent = Agent(client, config, folders)
     try:
         outcomes = agent.run_forever(idle_exit_seconds=args.exit_when_idle)
     except AgentStopped as stop:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,18 @@ class ApiClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff_seconds = backoff_seconds
-        self.http = requests.Session()
-        self.http.auth = SignedWithSigV4(self.session, self.region)
+        self._local = threading.local()
+
+    @property
+    def http(self) -> requests.Session:
+        """This thread's HTTP session: the agent calls the API from one thread per run, and a requests session is
+        not meant to be shared between threads."""
+        http: requests.Session | None = getattr(self._local, "http", None)
+        if http is None:
+            http = requests.Session()
+            http.auth = SignedWithSigV4(self.session, self.region)
+            self._local.http = http
+        return http
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
         """Send one request and return its JSON answer (None for 204)."""
@@ -117,6 +128,15 @@ class ApiClient:
     def claim(self, workset_id: str, owner: str, cluster: str) -> dict[str, Any]:
         answer: dict[str, Any] = self.request(
             "POST", f"/worksets/{_segment(workset_id)}/lock", {"owner": owner, "cluster": cluster}
+        )
+        return answer
+
+    def release(self, workset_id: str, lease_token: int, *, actor: str, reason: str) -> dict[str, Any]:
+        """Give the lease back before the run started: the workset is `ready` again, in the same attempt."""
+        answer: dict[str, Any] = self.request(
+            "DELETE",
+            f"/worksets/{_segment(workset_id)}/lock",
+            {"lease_token": lease_token, "actor": actor, "reason": reason},
         )
         return answer
 

@@ -1,10 +1,12 @@
-"""The agent's loop: register the cluster, take the next workset, run it under a lease, report the outcome."""
+"""The agent's loop: register the cluster, take the worksets assigned to it, run each under its lease (up to
+`max_worksets` at once, one thread each), report the outcomes, and resume the runs it held after a restart."""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
+import queue
 import shlex
 import signal
 import socket
@@ -16,18 +18,29 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import requests
+from botocore.exceptions import BotoCoreError, ClientError
 
+from .categories import error_category
 from .client import ApiClient, ApiError
+from .folder import WorksetFolders, agent_log_key, describe_s3_error
+from .runbook import HeldRun, Resume, RunBook, group_alive, read_exit_status, resume_decision, stop_group
 
 logger = logging.getLogger("workset_agent")
 
 LOG_TAIL_LINES = 5
 """How many of the run's last log lines go into the error reason."""
+
+CATEGORY_LOG_LINES = 50
+"""How many of the run's last log lines the error category is read from."""
+
+SHIPPED_LOG_BYTES = 64 * 1024
+"""How much of the end of the run's log is written to the workset's folder."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """The signals that stop the agent: a run in progress is stopped and reported as a transient error first."""
@@ -39,6 +52,10 @@ STOP_REPORT_SECONDS = 20.0
 """How long the agent, stopped by a signal, keeps trying to report the run it stopped (a service manager waits
 only so long before it kills the agent)."""
 
+RUN_WRAPPER = 'bash -c "$1"; status=$?; echo "$status" > "$2.partial" && mv "$2.partial" "$2"; exit "$status"'
+"""Runs the command (`$1`) and writes its exit status into a file (`$2`): a restarted agent, which is not the run's
+parent, reads it there."""
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -48,11 +65,13 @@ class AgentConfig:
     region: str = "us-west-2"
     availability_zone: str | None = None
     max_worksets: int = 1
-    """How many worksets the scheduler may queue for this cluster; the agent runs them one at a time."""
+    """The cluster's capacity in concurrent worksets: the scheduler assigns it no more, and the agent runs no more
+    at once."""
     vcpus: int = 0
     cost_per_vcpu_hour: float = 0.0
     heartbeat_seconds: float = 60.0
-    """How often the agent heartbeats the lease of the workset it runs, and renews its cluster's registration."""
+    """How often the agent heartbeats the lease of each workset it runs, renews its cluster's registration and
+    writes the run's log tail to the workset's folder."""
     poll_seconds: float = 10.0
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "workset-agent")
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -70,7 +89,7 @@ class Outcome:
 
 
 class AgentStopped(BaseException):
-    """The agent got SIGTERM or SIGINT. `workset_id` names the workset whose run it stopped (and reported as a
+    """The agent got SIGTERM or SIGINT. `workset_id` names a workset whose run it stopped (and reported as a
     transient error), None when it stopped between runs.
 
     A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it."""
@@ -94,16 +113,76 @@ class ApiUnreachable(Exception):
     """The API stayed unreachable for longer than the agent waits to report a run; the lease will expire."""
 
 
+@dataclass
+class Run:
+    """A run the agent follows: one it started (`process` set), or one it adopted after a restart (only its process
+    group is known; its exit status is read from the file its wrapper writes)."""
+
+    held: HeldRun
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def workset_id(self) -> str:
+        return self.held.workset_id
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.held.workdir)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "workset-agent.log"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.workdir / "workset-progress"
+
+    def finished(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is not None
+        return self.held.exit_status_path.exists() or not group_alive(self.held.pgid)
+
+    def exit_code(self) -> int | None:
+        """The run's exit status; None for a run that vanished without one (e.g. its wrapper was killed)."""
+        recorded = read_exit_status(self.held.exit_status_path)
+        if recorded is not None:
+            return recorded
+        return self.process.returncode if self.process is not None else None
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop the run's whole process group: TERM, then KILL after a grace period."""
+        if self.process is not None:
+            _stop(self.process, grace_seconds)
+            return
+        if self.held.pgid is None:
+            return
+        stop_group(self.held.pgid)
+        deadline = time.monotonic() + grace_seconds
+        while group_alive(self.held.pgid):
+            if time.monotonic() > deadline:
+                stop_group(self.held.pgid, signal.SIGKILL)
+                break
+            time.sleep(0.1)
+
+
 class Agent:
-    def __init__(self, client: ApiClient, config: AgentConfig) -> None:
+    def __init__(self, client: ApiClient, config: AgentConfig, folders: WorksetFolders | None = None) -> None:
+        """`folders`: where the agent copies workset folders from and writes log tails to (S3); None to do neither,
+        for a run prefix that reads the folder itself."""
         self.client = client
         run_prefix = resolve_run_prefix(config.run_prefix)
         if run_prefix != config.run_prefix:
             logger.info("run prefix %r resolved to %r", config.run_prefix, run_prefix)
         self.config = replace(config, run_prefix=run_prefix)
+        self.folders = folders
+        self.runbook = RunBook(config.work_root / f"{_safe_dirname(config.cluster)}.runs.json")
         self._last_registration = float("-inf")
+        self._registration_lock = threading.Lock()
         self._stop_signal: int | None = None
         self._interruptible = False
+        self._workers: dict[str, threading.Thread] = {}
+        self._finished: queue.Queue[tuple[str, Outcome | BaseException]] = queue.Queue()
+        self._wake = threading.Event()
 
     def register(self) -> None:
         """Register the cluster, or renew its heartbeat."""
@@ -121,13 +200,65 @@ class Agent:
         logger.debug("cluster %s registered", self.config.cluster)
 
     def run_once(self) -> Outcome | None:
-        """Take and run the next workset of this cluster, if there is one."""
+        """Take and run the next workset of this cluster, if there is one, in this thread."""
+        claimed = self._claim_next()
+        if claimed is None:
+            return None
+        workset, held = claimed
+        return self._carry_out(workset, held)
+
+    def run_forever(self, *, idle_exit_seconds: float | None = None) -> list[Outcome]:
+        """Run worksets as they come, up to `max_worksets` at once. With `idle_exit_seconds`, return after that long
+        without work. First, resume the runs the agent held when it last stopped (its run book).
+
+        SIGTERM and SIGINT stop the agent: between runs at once; during runs, after stopping each run's process group
+        and reporting its workset as a transient error. Either way `AgentStopped` is raised. Once registered, the
+        agent rides out API outages between runs (it logs them and polls again)."""
+        outcomes: list[Outcome] = []
+        self._stop_signal = None
+        with self._stop_signal_handlers():
+            try:
+                with self._interruptible_section():
+                    self.register()
+                logger.info("cluster %s registered; waiting for work", self.config.cluster)
+                self._resume()
+                idle_since = time.monotonic()
+                while True:
+                    outcomes.extend(self._collect_finished())
+                    self._raise_if_stopped()
+                    while len(self._workers) < self.config.max_worksets and self._between_runs(self._start_next):
+                        pass
+                    self._raise_if_stopped()
+                    if self._workers:
+                        idle_since = time.monotonic()
+                    elif idle_exit_seconds is not None and time.monotonic() - idle_since >= idle_exit_seconds:
+                        return outcomes
+                    if time.monotonic() - self._last_registration >= self.config.heartbeat_seconds:
+                        with self._interruptible_section():
+                            self._between_runs(self.register)  # the cluster's own heartbeat
+                    with self._interruptible_section():
+                        self._wake.wait(self.config.poll_seconds)
+                    self._wake.clear()
+            except AgentStopped as stop:
+                stopped = self._wait_for_stopped_runs()
+                if stop.workset_id is None and not stopped:
+                    logger.info("agent stopped by %s between runs", stop.signal_name)
+                    raise
+                raise AgentStopped(stop.signum, stop.workset_id or stopped[0]) from None
+
+    # --- taking work -----------------------------------------------------------------------------------------------
+
+    def _claim_next(self) -> tuple[dict[str, Any], HeldRun] | None:
+        """Ask for the next workset and claim it; None when there is none, or someone else took it."""
         with self._interruptible_section():
             workset = self.client.next_workset(self.config.cluster)
         if workset is None:
             return None
 
         workset_id = workset["workset_id"]
+        if self.runbook.holds(workset_id):
+            logger.warning("workset %s is already held by this agent: not claimed again", workset_id)
+            return None
         try:
             claimed = self.client.claim(workset_id, owner=self.config.owner, cluster=self.config.cluster)
         except ApiError as exc:
@@ -137,49 +268,119 @@ class Agent:
             raise
 
         token = claimed["lease"]["token"]
+        held = HeldRun(
+            workset_id=workset_id,
+            lease_token=token,
+            workdir=str(self._workdir(claimed)),
+            bucket=str(claimed.get("bucket", "")),
+            folder=str(claimed.get("folder", "")),
+            attempt=int(claimed.get("attempt", 1)),
+        )
+        self.runbook.put(held)
         logger.info("workset %s claimed, lease token %s", workset_id, token)
+
         if self._stop_signal is not None:
             self._report_agent_stopped(workset_id, token, self._stop_signal, "before the run started")
+            self.runbook.forget(workset_id)
             raise AgentStopped(self._stop_signal, workset_id)
-        refused = self._move(workset_id, token, "in_progress", reason="run started", what="the start of the run")
-        if refused is not None:
-            return Outcome(workset_id, refused, None, f"run not started: workset {refused}")
-        return self._run(claimed, token)
+        return claimed, held
 
-    def run_forever(self, *, idle_exit_seconds: float | None = None) -> list[Outcome]:
-        """Run worksets as they come, one at a time. With `idle_exit_seconds`, return after that long without work.
+    def _start_next(self) -> bool:
+        """Claim the next workset and start its run in a thread of its own; whether one was started."""
+        claimed = self._claim_next()
+        if claimed is None:
+            return False
+        workset, held = claimed
+        self._start_worker(held.workset_id, lambda: self._carry_out(workset, held))
+        return True
 
-        SIGTERM and SIGINT stop the agent: between runs at once; during a run, after stopping the run's process group
-        and reporting the workset as a transient error. Either way `AgentStopped` is raised. Once registered, the
-        agent rides out API outages between runs (it logs them and polls again)."""
-        outcomes: list[Outcome] = []
-        self._stop_signal = None
-        with self._stop_signal_handlers():
+    def _start_worker(self, workset_id: str, work: Callable[[], Outcome]) -> None:
+        def follow() -> None:
+            result: Outcome | BaseException
             try:
-                with self._interruptible_section():
-                    self.register()
-                logger.info("cluster %s registered; waiting for work", self.config.cluster)
-                idle_since = time.monotonic()
-                while True:
-                    outcome = self._between_runs(self.run_once)
-                    self._raise_if_stopped()
-                    if outcome is not None:
-                        outcomes.append(outcome)
-                        idle_since = time.monotonic()
-                        continue
-                    if idle_exit_seconds is not None and time.monotonic() - idle_since >= idle_exit_seconds:
-                        return outcomes
-                    if time.monotonic() - self._last_registration >= self.config.heartbeat_seconds:
-                        with self._interruptible_section():
-                            self._between_runs(self.register)  # the cluster's own heartbeat
-                    with self._interruptible_section():
-                        time.sleep(self.config.poll_seconds)
-            except AgentStopped as stop:
-                if stop.workset_id is None:
-                    logger.info("agent stopped by %s between runs", stop.signal_name)
-                raise
+                result = work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main loop, which decides what ends the agent
+                result = exc
+            self._finished.put((workset_id, result))
+            self._wake.set()
 
-    def _between_runs(self, call: Callable[[], Outcome | None]) -> Outcome | None:
+        thread = threading.Thread(target=follow, name=f"run {workset_id}", daemon=True)
+        self._workers[workset_id] = thread
+        thread.start()
+
+    def _collect_finished(self) -> list[Outcome]:
+        """The outcomes of the runs that ended since last asked. A run whose outcome could not be reported (the API
+        stayed unreachable), or that failed unexpectedly, ends the agent: its error is raised here."""
+        outcomes: list[Outcome] = []
+        while True:
+            try:
+                workset_id, result = self._finished.get_nowait()
+            except queue.Empty:
+                return outcomes
+            self._workers.pop(workset_id).join()
+            if isinstance(result, Outcome):
+                outcomes.append(result)
+            elif not isinstance(result, AgentStopped):
+                raise result
+
+    def _wait_for_stopped_runs(self) -> list[str]:
+        """After a stop signal: wait for each run's thread to stop its run and report it; the worksets stopped."""
+        stopped: list[str] = []
+        for workset_id, thread in list(self._workers.items()):
+            thread.join()
+            stopped.append(workset_id)
+        self._workers.clear()
+        return stopped
+
+    def _workdir(self, workset: dict[str, Any]) -> Path:
+        """The run's working directory: named by the folder's `workdir_name` (else its id), unless a run this agent
+        holds uses that name already."""
+        workset_id = str(workset["workset_id"])
+        name = _safe_dirname(workset.get("work", {}).get("workdir_name") or workset_id)
+        workdir = self.config.work_root / name
+        if str(workdir) in self.runbook.workdirs():
+            workdir = self.config.work_root / f"{name}.{_safe_dirname(workset_id)}"
+        return workdir
+
+    # --- resuming after a restart ----------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Take up the runs the run book says this agent held when it stopped: follow the ones still running under
+        a lease that is still ours, report the ones that ended meanwhile, and let go of the rest. None is started
+        again."""
+        for held in self.runbook.runs():
+            lease_state = self._heartbeat(held.workset_id, held.lease_token, None)
+            exit_status = read_exit_status(held.exit_status_path) if held.pgid is not None else None
+            decision = resume_decision(lease_state, held, exit_status, group_alive(held.pgid))
+            logger.info(
+                "workset %s held before the restart: lease %s, exit status %s: %s",
+                held.workset_id,
+                lease_state or "unknown",
+                exit_status,
+                decision.value,
+            )
+
+            if decision in (Resume.ADOPT, Resume.REPORT_EXIT, Resume.REPORT_LOST):
+                run = Run(held)
+                self._start_worker(held.workset_id, partial(self._follow, run))
+            elif decision is Resume.GIVE_BACK:
+                self._give_back(held)
+            else:
+                if decision is Resume.STOP:
+                    Run(held).stop()
+                self.runbook.forget(held.workset_id)
+
+    def _give_back(self, held: HeldRun) -> None:
+        try:
+            self.client.release(
+                held.workset_id, held.lease_token, actor=self.config.owner, reason="agent restarted before the run"
+            )
+        except (requests.RequestException, ApiError) as exc:
+            # NOTE: a lease that cannot be given back expires by itself; the scheduler then retries the workset.
+            logger.warning("lease of workset %s not given back (%s); it will expire", held.workset_id, _one_line(exc))
+        self.runbook.forget(held.workset_id)
+
+    def _between_runs(self, call: Callable[[], Any]) -> Any:
         """Make an API call of the idle loop; an outage (connection error, timeout, 5xx) is logged, not fatal."""
         try:
             return call()
@@ -214,7 +415,12 @@ class Agent:
 
     @contextmanager
     def _interruptible_section(self) -> Iterator[None]:
+        """A step a stop signal may cut short at once. Only the main thread has such steps: a signal handler runs
+        there, and a run's own thread notices the signal when it next looks (every 0.2 s)."""
         self._raise_if_stopped()
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         self._interruptible = True
         try:
             yield
@@ -227,89 +433,159 @@ class Agent:
 
     # --- one run ---------------------------------------------------------------------------------------------------
 
-    def _run(self, workset: dict[str, Any], token: int) -> Outcome:
-        workset_id = workset["workset_id"]
-        workdir = self.config.work_root / _safe_dirname(workset.get("work", {}).get("workdir_name") or workset_id)
+    def _carry_out(self, workset: dict[str, Any], held: HeldRun) -> Outcome:
+        """Copy the claimed workset's folder into its work directory, move it to `in_progress`, start its run and
+        follow it to its outcome."""
+        workset_id = held.workset_id
+        workdir = Path(held.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        log_path = workdir / "workset-agent.log"
-        progress_path = workdir / "workset-progress"
-        progress_path.unlink(missing_ok=True)
+        held.exit_status_path.unlink(missing_ok=True)
+
+        failed = self._stage(held)
+        if failed is not None:
+            return failed
+        refused = self._move(
+            workset_id, held.lease_token, "in_progress", reason="run started", what="the start of the run"
+        )
+        if refused is not None:
+            self.runbook.forget(workset_id)
+            return Outcome(workset_id, refused, None, f"run not started: workset {refused}")
+
         command = f"{self.config.run_prefix} {workset.get('work', {}).get('run_command', '')}"
+        run = Run(held)
+        run.progress_path.unlink(missing_ok=True)
         env = {
             **os.environ,
             "WORKSET_ID": workset_id,
-            "WORKSET_URI": f"s3://{workset['bucket']}/{workset['folder']}",
-            "WORKSET_ATTEMPT": str(workset.get("attempt", 1)),
-            "WORKSET_PROGRESS_FILE": str(progress_path),
+            "WORKSET_URI": f"s3://{held.bucket}/{held.folder}",
+            "WORKSET_ATTEMPT": str(held.attempt),
+            "WORKSET_PROGRESS_FILE": str(run.progress_path),
         }
-
         if self._stop_signal is not None:
-            self._report_agent_stopped(workset_id, token, self._stop_signal, "before the run started")
+            self._report_agent_stopped(workset_id, held.lease_token, self._stop_signal, "before the run started")
+            self.runbook.forget(workset_id)
             raise AgentStopped(self._stop_signal, workset_id)
+
         logger.info("workset %s running: %s", workset_id, command)
         # NOTE: the command runs through bash, as `dy-r` did over SSH: whoever can write a workset folder chooses
         # the run command's arguments, so write access to the bucket prefix is the trust boundary.
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                ["/bin/bash", "-c", command],
+        with run.log_path.open("wb") as log:
+            run.process = subprocess.Popen(
+                ["/bin/bash", "-c", RUN_WRAPPER, "workset-run", command, str(held.exit_status_path)],
                 cwd=workdir,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            try:
-                with self._interruptible_section():
-                    stopped_because = self._watch(process, workset_id, token, progress_path)
-            except AgentStopped as stop:
-                logger.warning("agent stopped by %s: stopping the run of workset %s", stop.signal_name, workset_id)
-                _stop(process)
-                self._report_agent_stopped(workset_id, token, stop.signum, "during the run")
-                raise AgentStopped(stop.signum, workset_id) from None
+        run.held = held.started(run.process.pid)
+        self.runbook.put(run.held)
+        return self._follow(run)
 
-        if self._stop_signal is not None and stopped_because is None and process.returncode != 0:
+    def _stage(self, held: HeldRun) -> Outcome | None:
+        """Copy the workset's folder into the work directory, heartbeating the lease as it goes; the outcome when
+        the copy failed (reported as an error) or the workset was canceled meanwhile, else None."""
+        if self.folders is None or not held.bucket:
+            return None
+        last_beat = time.monotonic()
+
+        def keep_alive() -> None:
+            nonlocal last_beat
+            if time.monotonic() - last_beat >= self.config.heartbeat_seconds:
+                last_beat = time.monotonic()
+                state = self._heartbeat(held.workset_id, held.lease_token, "staging")
+                if state not in (None, "locked", "in_progress"):
+                    raise _StagingStopped(str(state))
+
+        try:
+            count = self.folders.copy(held.bucket, held.folder, Path(held.workdir), keep_alive)
+        except _StagingStopped as stopped:
+            self.runbook.forget(held.workset_id)
+            return Outcome(held.workset_id, stopped.state, None, f"run not started: workset {stopped.state}")
+        except (BotoCoreError, ClientError, OSError) as exc:
+            category, reason = describe_s3_error(exc)
+            logger.error("workset %s: copying its folder failed (%s): %s", held.workset_id, category, reason)
+            refused = self._move(
+                held.workset_id,
+                held.lease_token,
+                "error",
+                reason=reason[:4000],
+                error_category=category,
+                what="the failed copy of the folder",
+            )
+            self.runbook.forget(held.workset_id)
+            return Outcome(held.workset_id, refused or "error", None, reason)
+        logger.info("workset %s: %s objects of its folder copied to %s", held.workset_id, count, held.workdir)
+        return None
+
+    def _follow(self, run: Run) -> Outcome:
+        """Heartbeat the run until it ends (or stop it), write its log tail to the folder, and report its outcome.
+        Also for a run adopted after a restart, or one that ended while the agent was away."""
+        workset_id, token = run.workset_id, run.held.lease_token
+        try:
+            with self._interruptible_section():
+                stopped_because = self._watch(run)
+        except AgentStopped as stop:
+            logger.warning("agent stopped by %s: stopping the run of workset %s", stop.signal_name, workset_id)
+            run.stop()
+            self._ship_log(run)
+            self._report_agent_stopped(workset_id, token, stop.signum, "during the run")
+            self.runbook.forget(workset_id)
+            raise AgentStopped(stop.signum, workset_id) from None
+        self._ship_log(run)
+
+        exit_code = run.exit_code()
+        if self._stop_signal is not None and stopped_because is None and exit_code != 0:
             # The run ended as the agent was told to stop (a service manager signals the whole group): the signal,
             # not the pipeline, is the likely cause.
             self._report_agent_stopped(workset_id, token, self._stop_signal, "during the run")
+            self.runbook.forget(workset_id)
             raise AgentStopped(self._stop_signal, workset_id)
-        tail = _tail(log_path)
-        return self._report(workset_id, token, process.returncode, stopped_because, tail)
+        outcome = self._report(run, exit_code, stopped_because)
+        self.runbook.forget(workset_id)
+        return outcome
 
-    def _watch(self, process: subprocess.Popen[bytes], workset_id: str, token: int, progress_path: Path) -> str | None:
-        """Heartbeat while the process runs, with the step the run last wrote into its progress file, and renew the
-        cluster's registration. Stop the run's whole process group if the workset is canceled or the lease is lost;
-        return why it was stopped (`canceled`, `lease_lost`), or None when it ended by itself. A failed heartbeat
-        (API unreachable, 5xx) does not stop the run: the next period tries again."""
+    def _watch(self, run: Run) -> str | None:
+        """Heartbeat while the run goes on, with the step the run last wrote into its progress file; renew the
+        cluster's registration and write the log tail to the folder as often. Stop the run's whole process group if
+        the workset is canceled or the lease is lost; return why it was stopped (`canceled`, `lease_lost`), or None
+        when it ended by itself. A failed heartbeat (API unreachable, 5xx) does not stop the run: the next period
+        tries again."""
         next_beat = time.monotonic() + self.config.heartbeat_seconds
-        while process.poll() is None:
+        while not run.finished():
+            self._raise_if_stopped()
             time.sleep(min(0.2, self.config.heartbeat_seconds))
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + self.config.heartbeat_seconds
 
-            state = self._heartbeat(workset_id, token, progress_path)
+            state = self._heartbeat(run.workset_id, run.held.lease_token, _progress(run.progress_path))
             if state is None:
                 continue  # the API is unreachable or failing: no point renewing the registration now
             if state in ("locked", "in_progress"):
                 self._renew_registration()
+                self._ship_log(run)
                 continue
 
             if state == "lease_lost":
-                logger.warning("workset %s lost its lease (409 lease_lost): stopping its run", workset_id)
+                logger.warning("workset %s lost its lease (409 lease_lost): stopping its run", run.workset_id)
             else:
-                logger.warning("workset %s is %s: stopping its run", workset_id, state)
-            _stop(process)
+                logger.warning("workset %s is %s: stopping its run", run.workset_id, state)
+            run.stop()
             return state
         return None
 
-    def _heartbeat(self, workset_id: str, token: int, progress_path: Path) -> str | None:
+    def _heartbeat(self, workset_id: str, token: int, progress: str | None) -> str | None:
         """The workset's state as the heartbeat's answer says it (`canceled` for a canceled workset), `lease_lost`
-        for a 409 lease_lost, or None when the heartbeat failed otherwise (logged; the run goes on)."""
+        for a 409 lease_lost, `not_found` for a workset the API does not know (any more), or None when the heartbeat
+        failed otherwise (logged; the run goes on)."""
         try:
-            answer = self.client.heartbeat(workset_id, token, _progress(progress_path))
+            answer = self.client.heartbeat(workset_id, token, progress)
         except (requests.RequestException, ApiError) as exc:
             if isinstance(exc, ApiError) and exc.code == "lease_lost":
                 return "lease_lost"
+            if isinstance(exc, ApiError) and exc.status == 404:
+                return "not_found"
             error = _one_line(exc)
         else:
             if isinstance(answer, dict) and isinstance(answer.get("state"), str):
@@ -324,15 +600,33 @@ class Agent:
         return None
 
     def _renew_registration(self) -> None:
-        """The cluster's own heartbeat, during a run; a failure is logged, and tried again next period."""
+        """The cluster's own heartbeat, during a run (once per period, whatever the number of runs); a failure is
+        logged, and tried again next period."""
+        with self._registration_lock:
+            if time.monotonic() - self._last_registration < self.config.heartbeat_seconds * 0.5:
+                return
+            try:
+                self.register()
+            except (requests.RequestException, ApiError) as exc:
+                logger.warning(
+                    "renewing the registration of cluster %s failed: %s", self.config.cluster, _one_line(exc)
+                )
+
+    def _ship_log(self, run: Run) -> None:
+        """Write the end of the run's log to `logs/workset-agent.attempt-<n>.log` in the workset's folder; a failure
+        is logged, and the next period tries again."""
+        if self.folders is None or not run.held.bucket:
+            return
         try:
-            self.register()
-        except (requests.RequestException, ApiError) as exc:
-            logger.warning("renewing the registration of cluster %s failed: %s", self.config.cluster, _one_line(exc))
+            text = _last_bytes(run.log_path, SHIPPED_LOG_BYTES)
+            self.folders.put_log(run.held.bucket, agent_log_key(run.held.folder, run.held.attempt), text)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            logger.warning("log tail of workset %s not written to its folder: %s", run.workset_id, _one_line(exc))
 
     # --- reporting -------------------------------------------------------------------------------------------------
 
-    def _report(self, workset_id: str, token: int, exit_code: int, stopped_because: str | None, tail: str) -> Outcome:
+    def _report(self, run: Run, exit_code: int | None, stopped_because: str | None) -> Outcome:
+        workset_id, token = run.workset_id, run.held.lease_token
         if stopped_because is not None:
             return Outcome(workset_id, stopped_because, exit_code, f"run stopped: workset {stopped_because}")
 
@@ -343,8 +637,13 @@ class Agent:
             logger.info("workset %s complete", workset_id)
             return Outcome(workset_id, "complete", exit_code)
 
-        category = _error_category(exit_code)
-        reason = f"run command exited with {exit_code}" + (f"; last lines: {tail}" if tail else "")
+        if exit_code is None:
+            category = "transient"
+            reason = "agent restarted; run lost (it ended without an exit status)"
+        else:
+            category = error_category(exit_code, _last_lines(run.log_path, CATEGORY_LOG_LINES))
+            tail = _tail(run.log_path)
+            reason = f"run command exited with {exit_code}" + (f"; last lines: {tail}" if tail else "")
         refused = self._move(
             workset_id, token, "error", reason=reason[:4000], error_category=category, what="the outcome"
         )
@@ -479,14 +778,12 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
-def _error_category(exit_code: int) -> str:
-    if exit_code in (126, 127):
-        return "configuration"  # not executable, or not found: the run prefix or the cluster's set-up is wrong
-    if exit_code < 0 or exit_code in (137, 143):
-        return "resource"  # killed by a signal, typically out of memory or a reclaimed node
-    if exit_code == 75:
-        return "transient"  # EX_TEMPFAIL: the run says trying again later may work
-    return "permanent"
+class _StagingStopped(Exception):
+    """The workset was canceled, or its lease lost, while its folder was being copied."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
 
 
 def _stop(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
@@ -510,10 +807,24 @@ def _progress(path: Path) -> str | None:
     return " ".join(text.splitlines()[-1].split())[:200] if text else None
 
 
+def _last_lines(path: Path, lines: int) -> list[str]:
+    """The log's last non-blank lines ([] when there is no log)."""
+    try:
+        with path.open("rb") as log:
+            last = deque(log, maxlen=lines)
+    except FileNotFoundError:
+        return []
+    return [line.decode("utf-8", "replace").rstrip() for line in last if line.strip()]
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    return " | ".join(_last_lines(path, lines))
+
+
+def _last_bytes(path: Path, size: int) -> str:
     with path.open("rb") as log:
-        last = deque(log, maxlen=lines)
-    return " | ".join(line.decode("utf-8", "replace").rstrip() for line in last if line.strip())
+        log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+        return log.read().decode("utf-8", "replace")
 
 
 def _safe_dirname(name: str) -> str:

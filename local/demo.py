@@ -2,8 +2,9 @@
 
 It starts the local stack as its own process (what `make local` runs, on free ports, logging to
 `.local/demo-stack.log`), then acts as people and machines would: it uploads the example folders under
-`examples/worksets/` (files first, the `daylily.ready` sentinel last), starts a cluster agent as another process, and
-prints what happened through the API and a queue subscribed to the SNS topic: the valid workset's timeline up to
+`examples/worksets/` (files first, the `daylily.ready` sentinel last), starts two cluster agents on two clusters (a
+cheap one with room for one workset, a dearer one with room for two), each as its own process, and prints what
+happened through the API and a queue subscribed to the SNS topic: the valid workset's timeline up to
 `complete`, the invalid one's reasons, and the notifications. It exits 0 only when the valid workset reached
 `complete` and the invalid one is in `error`.
 """
@@ -39,6 +40,8 @@ INVALID = "broken-sheet-example"
 RETRY_BASE_SECONDS = 2
 """The demo's stack retries a transient failure after 2 s (deployed, the default is 60 s)."""
 CLUSTER = "demo-cluster-usw2a"
+SECOND_CLUSTER = "demo-cluster-usw2b"
+"""A cheaper cluster with room for one workset: the scheduler fills it first, the other cluster takes the rest."""
 TIMEOUT_SECONDS = 90.0
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -152,9 +155,15 @@ def main() -> int:
             _say(f"{name} registered: {workset['state']}, priority {workset['priority']}, attempt {workset['attempt']}")
 
         _say(f"{RETRIED}'s first attempt will fail with a transient error (exit 75), then retry by itself")
-        agent = start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED)
+        _say("two agents, two clusters: the scheduler gives each workset to the cheapest cluster with room")
+        agents = {
+            SECOND_CLUSTER: start_agent(
+                stack, SECOND_CLUSTER, fail_first_attempt_of=RETRIED, max_worksets=1, cost_per_vcpu_hour=0.03
+            ),
+            CLUSTER: start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED),
+        }
         outcomes = {name: wait_for(partial(finished, api, name), f"{name} to finish") for name in (VALID, RETRIED)}
-        agent_output = _stop(agent)
+        agent_outputs = {cluster: _stop(agent) for cluster, agent in agents.items()}
         inbox = Inbox(stack)
         wait_for(lambda: inbox.until_completion_of(RETRIED), "the completion notifications")
         folders = {name: f"{stack.prefix}{name}/" for name in outcomes}
@@ -162,10 +171,13 @@ def main() -> int:
             name: wait_for(partial(settled_sentinels, s3, stack.bucket, folders[name]), "sentinels") for name in folders
         }
 
-        print_agent(agent_output)
+        for cluster, output in agent_outputs.items():
+            print_agent(output, cluster)
         for name, workset in outcomes.items():
             print_timeline(workset)
+            print(f"  ran on cluster {workset.get('cluster')}")
             print(f"  sentinels now in its folder: {', '.join(sentinels[name])}")
+            print(f"  the agent's log tails: {', '.join(agent_logs(s3, stack.bucket, folders[name]))}")
         invalid = api.get_workset(INVALID)
         print_reasons(invalid)
         print_notifications(inbox.messages)
@@ -195,9 +207,21 @@ def upload_workset(s3: Any, bucket: str, prefix: str, folder: Path, name: str | 
     return len(files)
 
 
-def start_agent(stack: Stack, cluster: str = CLUSTER, *, fail_first_attempt_of: str = "") -> subprocess.Popen[str]:
+def start_agent(
+    stack: Stack,
+    cluster: str = CLUSTER,
+    *,
+    fail_first_attempt_of: str = "",
+    max_worksets: int = 2,
+    cost_per_vcpu_hour: float = 0.0425,
+    work_root: Path | None = None,
+    exit_when_idle: float | None = 5,
+    environment: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     """The cluster agent as its own process, as it runs on a head node, with the harmless stand-in for dy-r (which
-    fails the first attempt of `fail_first_attempt_of` with a transient error)."""
+    fails the first attempt of `fail_first_attempt_of` with a transient error). It copies workset folders from the
+    emulator's S3 and writes its log tails back there. `environment` adds to the agent's (e.g. the stand-in's
+    FAKE_DYR_* options)."""
     command = [
         sys.executable,
         "-m",
@@ -211,22 +235,28 @@ def start_agent(stack: Stack, cluster: str = CLUSTER, *, fail_first_attempt_of: 
         "--region",
         stack.region,
         "--max-worksets",
-        "2",
+        str(max_worksets),
         "--vcpus",
         "192",
         "--cost-per-vcpu-hour",
-        "0.0425",
+        str(cost_per_vcpu_hour),
         "--heartbeat-seconds",
         "1",
         "--poll-seconds",
         "0.5",
-        "--exit-when-idle",
-        "5",
         "--work-root",
-        str(LOCAL_DIR / "agent-work"),
+        str(work_root or LOCAL_DIR / "agent-work" / cluster),
     ]
-    env = {**_environment(), "FAKE_DYR_FAIL_WORKSETS": fail_first_attempt_of, "FAKE_DYR_STEP_SECONDS": "0.4"}
-    _say(f"agent started for cluster {cluster}")
+    if exit_when_idle is not None:
+        command += ["--exit-when-idle", str(exit_when_idle)]
+    env = {
+        **_environment(),
+        "AWS_ENDPOINT_URL_S3": stack.emulator_url,
+        "FAKE_DYR_FAIL_WORKSETS": fail_first_attempt_of,
+        "FAKE_DYR_STEP_SECONDS": "0.4",
+        **(environment or {}),
+    }
+    _say(f"agent started for cluster {cluster} (up to {max_worksets} worksets at once, ${cost_per_vcpu_hour}/vCPU-h)")
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -257,8 +287,14 @@ def attributes(message: dict[str, Any]) -> dict[str, str]:
     return {name: value["Value"] for name, value in message.get("MessageAttributes", {}).items()}
 
 
-def print_agent(output: str) -> None:
-    print("\nagent log:")
+def agent_logs(s3: Any, bucket: str, folder: str) -> list[str]:
+    """The log tails the agents wrote into the folder, one per attempt."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder + "logs/").get("Contents", [])
+    return sorted(obj["Key"][len(folder) :] for obj in listed)
+
+
+def print_agent(output: str, cluster: str = CLUSTER) -> None:
+    print(f"\nagent log ({cluster}):")
     for line in output.splitlines():
         print(f"  {line}")
 

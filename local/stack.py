@@ -106,6 +106,7 @@ class LocalStack:
             specs = {spec.logical_id: spec for spec in self._template.functions()}
             driven = self._driven(specs)
             self._environment.apply({**function_environment(specs.values()), **self._emulator.environment()})
+            _forget_cached_settings()
             if self.record_aws_calls:
                 self.call_recorder = AwsCallRecorder(Deployment.of(self._template))
             loaded = self._loader.load(
@@ -145,6 +146,7 @@ class LocalStack:
             self._emulator = None
         self._loader.unload()
         self._environment.restore()
+        _forget_cached_settings()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -290,6 +292,15 @@ class _EnvironmentPatch:
             else:
                 os.environ[name] = value
         self._saved.clear()
+
+
+def _forget_cached_settings() -> None:
+    """The functions read their settings from the environment once per process (`workset_monitor.settings`); the
+    layer's modules outlive a stack when they were imported before it started (by a test, say), so each stack forgets
+    the cached settings whenever it changes the environment."""
+    module = sys.modules.get("workset_monitor.settings")
+    if module is not None:
+        module.settings.cache_clear()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,38 +145,52 @@ def get_history(workset_id: Id, limit: Limit = 100, next_token: PageToken = None
 
 @app.get("/queue/stats", summary="Worksets by state, and ready ones by priority", responses=answers(QueueStats))
 def queue_stats() -> dict[str, Any]:
-    store = lifecycle().store
-    counts = store.count_by_state()
-    ready_by_priority: dict[str, int] = {}
-    for workset in store.worksets_in(State.READY):
-        ready_by_priority[workset.priority] = ready_by_priority.get(workset.priority, 0) + 1
-    return {"by_state": {state.value: count for state, count in counts.items()}, "ready_by_priority": ready_by_priority}
+    counters = lifecycle().store.counters()
+    by_state = {state.value: counters.get(f"state:{state.value}", 0) for state in State}
+    ready_by_priority = {
+        priority.value: counters[f"ready:{priority.value}"]
+        for priority in Priority
+        if counters.get(f"ready:{priority.value}")
+    }
+    return {"by_state": by_state, "ready_by_priority": ready_by_priority}
+
+
+RECENT_DECISIONS = 200
 
 
 @app.get(
     "/scheduler/stats",
-    summary="The clusters' load, the ready queue, and what the scheduler's latest tick decided",
+    summary="The clusters' load, the ready queue, and what the scheduler's recent ticks decided, with reasons",
     responses=answers(SchedulerStats),
 )
 def scheduler_stats() -> dict[str, Any]:
     store = lifecycle().store
     now = utcnow()
-    ready = list(store.worksets_in(State.READY))
+    counters = store.counters()
     clusters = [
         ClusterLoadView(
-            name=cluster.name,
-            status=cluster.status,
-            live=is_live(cluster, now),
-            active_worksets=sum(1 for _ in store.worksets_on(cluster.name)),
-            max_worksets=cluster.max_worksets,
+            name=load.cluster.name,
+            status=load.cluster.status,
+            live=is_live(load.cluster, now),
+            active_worksets=load.active,
+            max_worksets=load.cluster.max_worksets,
+            active_vcpus=load.vcpus_used,
+            vcpus=load.cluster.vcpus,
         ).model_dump()
-        for cluster in store.list_clusters()
+        for load in store.cluster_loads()
     ]
+    recent = [
+        {"at": tick["at"], **decision}
+        for tick in store.recent_ticks()
+        for decision in [*tick.get("assignments", []), *tick.get("waits", [])]
+    ]
+    ready = counters.get(f"state:{State.READY.value}", 0)
     return {
-        "ready": len(ready),
-        "unassigned": sum(1 for workset in ready if not workset.assigned_cluster),
+        "ready": ready,
+        "unassigned": max(ready - counters.get("ready:assigned", 0), 0),
         "clusters": clusters,
         "last_tick": store.last_tick(),
+        "recent_decisions": recent[:RECENT_DECISIONS],
     }
 
 

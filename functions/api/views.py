@@ -46,23 +46,52 @@ class ClusterLoadView(BaseModel):
     live: bool = Field(description="Active, and its agent heartbeated recently: it may get new work.")
     active_worksets: int = Field(description="Worksets it holds now: assigned, locked or running.")
     max_worksets: int
+    active_vcpus: int = Field(description="vCPUs those worksets take (each as the scheduler estimated it).")
+    vcpus: int = Field(description="The vCPUs it declared; 0: not declared, only worksets are counted.")
+
+
+class ClusterNeedView(BaseModel):
+    vcpus: int = Field(description="The most vCPUs one of the waiting worksets needs.")
+    region: str | None = None
+    availability_zone: str | None = None
+    cluster_name: str | None = Field(default=None, description="The cluster its work file names, if it names one.")
 
 
 class DecisionView(BaseModel):
     workset_id: str
-    cluster: str | None
-    reason: str
+    cluster: str | None = Field(description="Where it goes; null when it waits.")
+    reason: str = Field(description="Why, in words: the priority, the estimate and cost, or what it waits for.")
+    vcpus: int | None = Field(default=None, description="vCPUs it takes of its cluster, as estimated.")
+    estimated_cost: float | None = Field(default=None, description="Estimated cost in USD on the chosen cluster.")
+    need: ClusterNeedView | None = Field(default=None, description="The cluster it needs, when none could take it.")
+
+
+class RecentDecision(DecisionView):
+    at: str = Field(description="When the tick that decided it ran.")
+
+
+class ClusterNeeded(BaseModel):
+    vcpus: int
+    worksets: int = Field(description="How many worksets wait for such a cluster.")
+    workset_ids: list[str] = Field(description="The first 20 of them.")
+    region: str | None = None
+    availability_zone: str | None = None
+    cluster_name: str | None = None
 
 
 class TickSummary(BaseModel):
     at: str
     expired: int
     retried: int
+    unassigned: int = Field(default=0, description="Assignments taken back: cluster not live, or not claimed in time.")
     assigned: int
     waiting: int
     conflicts: int
-    assignments: list[DecisionView] = Field(description="The first decisions that placed a workset.")
-    waits: list[DecisionView] = Field(description="The first decisions that left a workset waiting, with why.")
+    assignments: list[DecisionView] = Field(description="The first 50 decisions that placed a workset.")
+    waits: list[DecisionView] = Field(description="The first 50 decisions that left a workset waiting, with why.")
+    clusters_needed: list[ClusterNeeded] = Field(
+        default=[], description="Clusters no registered one could stand in for; each was announced on EventBridge."
+    )
 
 
 class SchedulerStats(BaseModel):
@@ -70,6 +99,9 @@ class SchedulerStats(BaseModel):
     unassigned: int = Field(description="Ready worksets no cluster has been chosen for yet.")
     clusters: list[ClusterLoadView]
     last_tick: TickSummary | None = Field(description="What the scheduler's latest tick did; null before the first.")
+    recent_decisions: list[RecentDecision] = Field(
+        description="The decisions of the last 10 minutes' ticks, newest tick first (at most 200)."
+    )
 
 
 class Registered(Workset):

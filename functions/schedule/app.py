@@ -1,13 +1,16 @@
-"""Schedule function: on each tick, release expired leases and assign ready worksets to clusters."""
+"""Schedule function: on each tick, release expired leases, retry, and assign ready worksets to clusters."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from workset_monitor.cluster_needs import ClusterNeedEvents
 from workset_monitor.observability import logger, metrics
 from workset_monitor.scheduler import Scheduler
+from workset_monitor.scheduling import Policy
 from workset_monitor.settings import settings
 from workset_monitor.store import WorksetStore
 
@@ -21,6 +24,9 @@ def scheduler() -> Scheduler:
         _scheduler = Scheduler(
             WorksetStore(config.table_name, retry_base_seconds=config.retry_base_seconds),
             clock_skew_seconds=config.clock_skew_seconds,
+            policy=Policy(aging=timedelta(hours=config.aging_hours)),
+            assignment_timeout=timedelta(seconds=config.assignment_timeout_seconds),
+            announce=ClusterNeedEvents().announce,
         )
     return _scheduler
 
@@ -32,12 +38,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     metrics.add_metric(name="LeasesExpired", unit="Count", value=len(report.expired))
     metrics.add_metric(name="WorksetsRetried", unit="Count", value=len(report.retried))
+    metrics.add_metric(name="WorksetsUnassigned", unit="Count", value=len(report.unassigned))
     metrics.add_metric(name="WorksetsAssigned", unit="Count", value=len(report.assigned))
     metrics.add_metric(name="WorksetsWaiting", unit="Count", value=len(report.waiting))
+    metrics.add_metric(name="ClustersNeeded", unit="Count", value=len(report.needed))
     logger.info(
         "tick done",
         expired=len(report.expired),
         retried=len(report.retried),
+        unassigned=len(report.unassigned),
         assigned=len(report.assigned),
         waiting=len(report.waiting),
         conflicts=report.conflicts,
@@ -45,6 +54,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return {
         "expired": report.expired,
         "retried": report.retried,
+        "unassigned": report.unassigned,
         "assigned": {decision.workset_id: decision.cluster for decision in report.assigned},
         "waiting": {decision.workset_id: decision.reason for decision in report.waiting},
+        "clusters_needed": report.needed,
     }

@@ -112,7 +112,7 @@ def start_agent(api: FakeApi, tmp_path: Path) -> subprocess.Popen[str]:
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     command = [sys.executable, "-m", "agent", "--api", api.url, "--cluster", "c1", "--run-prefix", f"/bin/bash {run}"]
-    command += ["--heartbeat-seconds", "0.2", "--poll-seconds", "0.1", "--work-root", str(tmp_path / "work")]
+    command += ["--heartbeat-seconds", "0.2", "--poll-seconds", "0.1", "--work-root", str(tmp_path / "work"), "--no-s3"]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -126,9 +126,9 @@ def test_the_flows_reach_every_function_and_the_calls_that_matter(
     # AND the calls that only some paths make were made
     expected = {
         "RegisterFunction": {"s3:ListObjectsV2", "s3:GetObject", "dynamodb:GetItem", "dynamodb:TransactWriteItems"},
-        "ApiWriteFunction": {"dynamodb:UpdateItem", "dynamodb:TransactWriteItems", "dynamodb:PutItem", "s3:GetObject"},
+        "ApiWriteFunction": {"dynamodb:UpdateItem", "dynamodb:TransactWriteItems", "s3:GetObject"},
         "ApiReadFunction": {"dynamodb:GetItem", "dynamodb:Query"},
-        "ScheduleFunction": {"dynamodb:Query", "dynamodb:TransactWriteItems", "dynamodb:PutItem"},
+        "ScheduleFunction": {"dynamodb:Query", "dynamodb:TransactWriteItems", "dynamodb:PutItem", "events:PutEvents"},
         "MirrorFunction": {"s3:PutObject", "s3:DeleteObjects"},
         "NotifyFunction": {
             "sns:Publish",
@@ -229,7 +229,7 @@ class Flows:
     # --- an agent's work -------------------------------------------------------------------------------------------
 
     def run_a_workset_to_complete(self) -> None:
-        self.api.register_cluster({"name": CLUSTER, "max_worksets": 20, "vcpus": 64, "cost_per_vcpu_hour": 0.04})
+        self.api.register_cluster({"name": CLUSTER, "max_worksets": 20, "vcpus": 640, "cost_per_vcpu_hour": 0.04})
         self.api.request("POST", f"/clusters/{CLUSTER}/heartbeat", {"status": "active"})
         token = self.claim(VALID)
         self.api.heartbeat(VALID, token, progress="staging")

@@ -19,6 +19,7 @@ import pytest
 
 from agent.client import ApiClient
 from local.demo import (
+    CLUSTER,
     EXAMPLES,
     ROOT,
     Inbox,
@@ -86,6 +87,8 @@ def test_the_example_workset_runs_to_complete_and_is_announced(stack: Stack, api
     finally:
         agent.kill()
         agent.communicate()
+        # The agent is gone: its cluster, still live until its heartbeats are missed, must get no more work.
+        api.request("DELETE", f"/clusters/{CLUSTER}")
 
     assert final["state"] == "complete", json.dumps(final, indent=2)
     moves = [(entry["event"], entry.get("from_state"), entry["to_state"]) for entry in final["history"]]

@@ -271,12 +271,29 @@ def test_scheduler_stats_show_the_load_and_the_last_tick(api: Any, store: Workse
     assert status == 200
     assert (stats["ready"], stats["unassigned"]) == (2, 1)
     assert stats["clusters"] == [
-        {"name": "c1", "status": "active", "live": True, "active_worksets": 1, "max_worksets": 1}
+        {
+            "name": "c1",
+            "status": "active",
+            "live": True,
+            "active_worksets": 1,
+            "max_worksets": 1,
+            "active_vcpus": 32,
+            "vcpus": 0,
+        }
     ]
     tick = stats["last_tick"]
     assert (tick["assigned"], tick["waiting"]) == (1, 1)
     assert tick["assignments"][0]["workset_id"] == "w1"
-    assert tick["waits"][0] == {"workset_id": "w2", "cluster": None, "reason": "waits: every live cluster is full"}
+    assert tick["waits"][0] == {
+        "workset_id": "w2",
+        "cluster": None,
+        "reason": "waits: every live cluster is full",
+        "vcpus": 32,
+    }
+    assert [(d["workset_id"], d["cluster"], d["at"]) for d in stats["recent_decisions"]] == [
+        ("w1", "c1", tick["at"]),
+        ("w2", None, tick["at"]),
+    ]
 
 
 def test_a_cluster_that_stopped_heartbeating_is_shown_not_live(api: Any, store: WorksetStore) -> None:

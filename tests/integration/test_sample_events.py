@@ -71,7 +71,8 @@ def test_the_api_sample_reads_the_workset(
 def test_the_schedule_sample_ticks(registered: dict[str, Any], load_function: Callable[[str], ModuleType]) -> None:
     result = invoke(load_function, "ScheduleFunction", sample("schedule-tick.json"))
 
-    assert result["waiting"] == {"hg002-giab-wgs-30x": "waits: no live cluster is registered"}
+    assert result["waiting"] == {"hg002-giab-wgs-30x": "waits: no live cluster is registered; cluster needed: 64 vCPUs"}
+    assert result["clusters_needed"] == [{"vcpus": 64, "worksets": 1, "workset_ids": ["hg002-giab-wgs-30x"]}]
 
 
 def test_the_notify_sample_publishes_the_claim(deployed: Template, load_function: Callable[[str], ModuleType]) -> None:

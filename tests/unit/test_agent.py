@@ -1,5 +1,6 @@
 """The cluster agent against a fake API: stopping on signals, riding out API outages, renewing its cluster during a
-run, cancel and lease loss, the command line, and a relative run prefix. Runs are real, short bash processes."""
+run, cancel and lease loss, the command line, a relative run prefix, error categories, the workset folder, several
+runs at once, and resuming after a restart. Runs are real, short bash processes."""
 
 from __future__ import annotations
 
@@ -8,18 +9,25 @@ import os
 import signal
 import socket
 import stat
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 import agent.__main__ as cli
 from agent import runner
+from agent.categories import error_category
 from agent.client import ApiClient, ApiError
+from agent.folder import is_copied
+from agent.runbook import HeldRun, Resume, RunBook, resume_decision
 from agent.runner import Agent, AgentConfig, AgentStopped, resolve_run_prefix
 
 TOKEN = 7
@@ -42,6 +50,7 @@ ENV_VARS = (
     "WORKSET_HEARTBEAT_SECONDS",
     "WORKSET_POLL_SECONDS",
     "WORKSET_WORK_ROOT",
+    "WORKSET_NO_S3",
 )
 
 
@@ -163,11 +172,11 @@ LONG_RUN = 'echo $$ > "$PWD/bash.pid"\nsleep 30 &\necho $! > "$PWD/child.pid"\nw
 def cli_args(run_prefix: str, work_root: Path) -> list[str]:
     return [
         *("--api", "http://api.test", "--cluster", "c1", "--run-prefix", run_prefix, "--work-root", str(work_root)),
-        *("--heartbeat-seconds", "0.1", "--poll-seconds", "0.05"),
+        *("--heartbeat-seconds", "0.1", "--poll-seconds", "0.05", "--no-s3"),
     ]
 
 
-def make_agent(api: FakeApi, run_prefix: str, work_root: Path, **overrides: Any) -> Agent:
+def make_agent(api: FakeApi, run_prefix: str, work_root: Path, folders: Any = None, **overrides: Any) -> Agent:
     fields: dict[str, Any] = {
         "cluster": "c1",
         "run_prefix": run_prefix,
@@ -178,7 +187,7 @@ def make_agent(api: FakeApi, run_prefix: str, work_root: Path, **overrides: Any)
         "report_retry_seconds": 5.0,
         **overrides,
     }
-    return Agent(api, AgentConfig(**fields))
+    return Agent(api, AgentConfig(**fields), folders)
 
 
 def alive(pid: int) -> bool:
@@ -475,7 +484,7 @@ def test_help_names_the_environment_variable_of_every_flag_even_with_a_bad_value
     text = " ".join(capsys.readouterr().out.split())
     for name in ENV_VARS:
         assert name in text, name
-    assert "the agent runs them one at a time" in text
+    assert "the agent runs at once" in text
 
 
 def test_a_bad_environment_value_is_a_usage_error(
@@ -592,3 +601,350 @@ def test_resolve_run_prefix(tmp_path: Path, prefix: str, expected: str) -> None:
 @pytest.fixture(autouse=True)
 def _agent_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="workset_agent")
+
+
+# --- 6. error categories from the exit status and the log -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "log", "category"),
+    [
+        (127, ["bash: dy-r: command not found"], "configuration"),
+        (126, [], "configuration"),
+        (75, ["No such file or directory"], "transient"),  # the exit status says it first
+        (137, [], "resource"),
+        (-9, [], "resource"),
+        (1, ["bwa-mem2: Killed"], "resource"),
+        (1, ["write error: No space left on device"], "resource"),
+        (1, ["slurmstepd: error: Detected 1 oom-kill event(s)"], "resource"),
+        (1, ["Spot instance interruption notice received"], "transient"),
+        (1, ["botocore: ThrottlingException: Rate exceeded"], "transient"),
+        (1, ["cannot open R1.fastq.gz: No such file or directory"], "data"),
+        (1, ["gzip: stdin: unexpected end of file; truncated file"], "data"),
+        (1, ["snakemake: invalid config: aligners must be a list"], "configuration"),
+        (66, [], "data"),
+        (1, ["something else went wrong"], "permanent"),
+        (1, [], "permanent"),
+        (1, ["No such file or directory: tmp.bam", "then Killed"], "resource"),  # the last telling line wins
+        (-6, [], "resource"),
+    ],
+)
+def test_the_error_category_comes_from_the_exit_status_then_the_log(
+    exit_code: int, log: list[str], category: str
+) -> None:
+    assert error_category(exit_code, log) == category
+
+
+def test_a_failed_run_is_reported_with_the_category_its_log_tells(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    api = FakeApi(WORKSET)
+    agent = make_agent(
+        api, script("echo 'samtools sort: write failed: No space left on device' >&2\nexit 1"), work_root
+    )
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "error"
+    [(_, _, fields)] = api.final_moves()
+    assert fields["error_category"] == "resource"
+    assert "No space left on device" in fields["reason"]
+
+
+# --- 7. the workset folder: copied in, log tail shipped back ----------------------------------------------------------
+
+
+class FakeFolders:
+    """Workset folders in memory: `objects` by key; `logs` written by key."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+        self.logs: dict[str, str] = {}
+        self.fail_copy: Exception | None = None
+
+    def copy(self, bucket: str, folder: str, workdir: Path, keep_alive: Callable[[], None]) -> int:
+        if self.fail_copy is not None:
+            raise self.fail_copy
+        copied = 0
+        for key, body in self.objects.items():
+            relative = key[len(folder) :]
+            if key.startswith(folder) and is_copied(relative):
+                (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
+                (workdir / relative).write_bytes(body)
+                copied += 1
+                keep_alive()
+        return copied
+
+    def put_log(self, bucket: str, key: str, text: str) -> None:
+        self.logs[key] = text
+
+
+FOLDER = WORKSET["folder"]
+
+
+def test_the_folder_is_copied_without_sentinels_and_the_log_tail_is_shipped_back(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    # GIVEN a folder with its files, the system's sentinels and an earlier attempt's log
+    folders = FakeFolders(
+        {
+            f"{FOLDER}daylily_work.yaml": b"dy-r: -p all\n",
+            f"{FOLDER}sample_data/R1.fastq.gz": b"reads",
+            f"{FOLDER}daylily.ready": b"now",
+            f"{FOLDER}daylily.lock": b"now",
+            f"{FOLDER}logs/workset-agent.attempt-1.log": b"old",
+        }
+    )
+    api = FakeApi(WORKSET)
+    agent = make_agent(api, script("ls -R; cat daylily_work.yaml"), work_root, folders)
+
+    # WHEN the agent runs the workset
+    outcome = agent.run_once()
+
+    # THEN the run saw the folder's files and not the sentinels, and its log went back to the folder
+    assert outcome is not None and outcome.state == "complete"
+    log = folders.logs[f"{FOLDER}logs/workset-agent.attempt-1.log"]
+    assert "R1.fastq.gz" in log and "dy-r: -p all" in log
+    assert "daylily.ready" not in log and "daylily.lock" not in log and "workset-agent.attempt" not in log
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_before_the_run(work_root: Path, script: Callable[[str], str]) -> None:
+    folders = FakeFolders({})
+    folders.fail_copy = ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "ListObjectsV2")
+    api = FakeApi(WORKSET)
+    agent = make_agent(api, script("touch ran"), work_root, folders)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "error"
+    assert [(state, fields["error_category"]) for _, state, fields in api.final_moves()] == [("error", "configuration")]
+    assert not (work_root / "ws-1" / "ran").exists()
+    assert agent.runbook.runs() == []
+
+
+@pytest.mark.parametrize(
+    ("key", "copied"),
+    [
+        ("stage_samples.tsv", True),
+        ("sample_data/a.fastq.gz", True),
+        ("daylily.ready", False),
+        ("daylily.error", False),
+        ("sample_data/", False),
+        ("logs/workset-agent.attempt-2.log", False),
+        ("logs/other.log", True),
+    ],
+)
+def test_which_objects_of_the_folder_are_copied(key: str, copied: bool) -> None:
+    assert is_copied(key) is copied
+
+
+# --- 8. several worksets at once ------------------------------------------------------------------------------------
+
+
+class CountingApi(FakeApi):
+    """Counts the runs in progress at once (between the moves to in_progress and to complete)."""
+
+    def __init__(self, *worksets: dict[str, Any]) -> None:
+        super().__init__(*worksets)
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+
+    def claim(self, workset_id: str, owner: str, cluster: str) -> dict[str, Any]:
+        claimed = super().claim(workset_id, owner, cluster)
+        return {**claimed, "work": {"workdir_name": "shared-name", "run_command": ""}}
+
+    def change_state(self, workset_id: str, state: str, **fields: Any) -> dict[str, Any]:
+        with self.lock:
+            answer = super().change_state(workset_id, state, **fields)
+            self.running += 1 if state == "in_progress" else -1
+            self.most_at_once = max(self.most_at_once, self.running)
+            return answer
+
+
+@pytest.mark.parametrize(("max_worksets", "most"), [(1, 1), (2, 2), (5, 3)])
+def test_the_agent_runs_up_to_max_worksets_at_once(
+    work_root: Path, script: Callable[[str], str], max_worksets: int, most: int
+) -> None:
+    # GIVEN three worksets for the cluster, each run taking 0.4 s (all with the same work directory name)
+    api = CountingApi(*({**WORKSET, "workset_id": f"ws-{n}"} for n in (1, 2, 3)))
+    agent = make_agent(
+        api, script('echo "$WORKSET_ID" > who; sleep 0.4; cat who'), work_root, max_worksets=max_worksets
+    )
+
+    # WHEN the agent runs until idle
+    outcomes = agent.run_forever(idle_exit_seconds=0.3)
+
+    # THEN all three completed, never more than max_worksets at once, each in a work directory of its own
+    assert sorted((outcome.workset_id, outcome.state) for outcome in outcomes) == [
+        ("ws-1", "complete"),
+        ("ws-2", "complete"),
+        ("ws-3", "complete"),
+    ]
+    assert api.most_at_once == most
+    assert agent.runbook.runs() == []
+
+
+def test_a_signal_stops_every_run_in_progress(
+    guard_signals: Any, work_root: Path, script: Callable[[str], str]
+) -> None:
+    api = FakeApi(*({**WORKSET, "workset_id": f"ws-{n}"} for n in (1, 2)))
+    api.on_heartbeat = lambda: os.kill(os.getpid(), signal.SIGTERM) if len(api.moves) == 2 else None
+    agent = make_agent(api, script("sleep 30"), work_root, max_worksets=2)
+
+    with pytest.raises(AgentStopped) as stopped:
+        agent.run_forever()
+
+    assert stopped.value.exit_code == 143
+    assert sorted((workset_id, state, fields["error_category"]) for workset_id, state, fields in api.final_moves()) == [
+        ("ws-1", "error", "transient"),
+        ("ws-2", "error", "transient"),
+    ]
+    assert agent.runbook.runs() == []
+
+
+# --- 9. resuming after a restart ------------------------------------------------------------------------------------
+
+HELD = HeldRun(
+    workset_id="ws-1", lease_token=TOKEN, workdir="/work/ws-1", bucket="bucket", folder=FOLDER, attempt=1, pgid=4242
+)
+
+
+@pytest.mark.parametrize(
+    ("lease_state", "started", "exit_status", "alive_group", "decision"),
+    [
+        ("in_progress", True, None, True, Resume.ADOPT),
+        (None, True, None, True, Resume.ADOPT),  # the API could not say: its answers to the reports will
+        ("in_progress", True, 0, False, Resume.REPORT_EXIT),
+        ("in_progress", True, 137, True, Resume.REPORT_EXIT),  # the wrapper wrote its status as it ended
+        ("in_progress", True, None, False, Resume.REPORT_LOST),
+        ("locked", False, None, False, Resume.GIVE_BACK),
+        ("in_progress", False, None, False, Resume.REPORT_LOST),
+        ("canceled", True, None, True, Resume.STOP),
+        ("lease_lost", True, None, True, Resume.STOP),
+        ("lease_lost", True, 0, False, Resume.FORGET),
+        ("not_found", False, None, False, Resume.FORGET),
+    ],
+)
+def test_what_a_restarted_agent_does_with_a_run_it_held(
+    lease_state: str | None, started: bool, exit_status: int | None, alive_group: bool, decision: Resume
+) -> None:
+    held = HELD if started else replace(HELD, pgid=None)
+
+    assert resume_decision(lease_state, held, exit_status, alive_group) is decision
+
+
+def test_the_run_book_survives_a_restart(tmp_path: Path) -> None:
+    book = RunBook(tmp_path / "c1.runs.json")
+    book.put(replace(HELD, pgid=None))
+    book.put(HELD)
+    book.put(replace(HELD, workset_id="ws-2"))
+    book.forget("ws-2")
+
+    assert RunBook(tmp_path / "c1.runs.json").runs() == [HELD]
+
+
+def held_run(work_root: Path, command: str, api: FakeApi) -> subprocess.Popen[bytes]:
+    """A run started as the agent starts one (its own process group, its exit status written by the wrapper),
+    recorded in the agent's run book, as an agent that was killed leaves it; the workset is in_progress."""
+    workdir = work_root / "ws-1"
+    workdir.mkdir(parents=True)
+    held = HeldRun("ws-1", TOKEN, str(workdir), "bucket", FOLDER, 1)
+    with (workdir / "workset-agent.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["/bin/bash", "-c", runner.RUN_WRAPPER, "workset-run", command, str(held.exit_status_path)],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    held = held.started(process.pid)
+    RunBook(work_root / "c1.runs.json").put(held)
+    api.state["ws-1"] = "in_progress"
+    return process
+
+
+def test_a_restarted_agent_adopts_a_run_that_goes_on_and_reports_it_without_running_it_again(
+    work_root: Path,
+) -> None:
+    # GIVEN a run left by a killed agent, still going, and the same workset handed out again while it runs (the
+    # agent has room for a second run)
+    api = FakeApi(WORKSET)
+    process = held_run(work_root, "sleep 0.6; echo first run; exit 0", api)
+    agent = make_agent(api, "echo second run; exit 0", work_root, max_worksets=2)
+
+    # WHEN the agent starts again
+    outcomes = agent.run_forever(idle_exit_seconds=0.3)
+    process.wait()
+
+    # THEN it waited for the run and reported it, and did not claim or run the workset again
+    assert [(outcome.workset_id, outcome.state) for outcome in outcomes] == [("ws-1", "complete")]
+    assert [state for _, state, _ in api.moves] == ["complete"]
+    assert api.heartbeats >= 2
+    assert "second run" not in (work_root / "ws-1" / "workset-agent.log").read_text()
+    assert agent.runbook.runs() == []
+
+
+def test_a_run_that_ended_while_the_agent_was_away_is_reported_from_its_exit_status_and_log(work_root: Path) -> None:
+    api = FakeApi()
+    process = held_run(work_root, "echo 'bwa-mem2: Killed'; exit 137", api)
+    process.wait()
+    agent = make_agent(api, "true", work_root)
+
+    outcomes = agent.run_forever(idle_exit_seconds=0.2)
+
+    assert [(outcome.state, outcome.exit_code) for outcome in outcomes] == [("error", 137)]
+    [(_, _, fields)] = api.final_moves()
+    assert fields["error_category"] == "resource"
+
+
+def test_a_run_gone_without_an_exit_status_is_reported_as_lost_and_transient(work_root: Path) -> None:
+    api = FakeApi()
+    process = held_run(work_root, "sleep 30", api)
+    os.killpg(process.pid, signal.SIGKILL)  # the wrapper goes too: no exit status is written
+    process.wait()
+    agent = make_agent(api, "true", work_root)
+
+    outcomes = agent.run_forever(idle_exit_seconds=0.2)
+
+    assert [(outcome.state, outcome.exit_code) for outcome in outcomes] == [("error", None)]
+    [(_, _, fields)] = api.final_moves()
+    assert fields["error_category"] == "transient"
+    assert "agent restarted; run lost" in fields["reason"]
+
+
+def test_a_run_whose_lease_was_lost_meanwhile_is_stopped_and_forgotten(work_root: Path) -> None:
+    api = FakeApi()
+    process = held_run(work_root, "sleep 30", api)
+    api.heartbeat_answers = [ApiError(409, "lease_lost", "expired")]
+    agent = make_agent(api, "true", work_root)
+
+    outcomes = agent.run_forever(idle_exit_seconds=0.2)
+
+    assert outcomes == []
+    assert process.wait(timeout=5) != 0
+    assert api.moves == []
+    assert agent.runbook.runs() == []
+
+
+def test_a_workset_claimed_but_not_started_is_given_back(work_root: Path) -> None:
+    api = FakeApi()
+    released: list[tuple[str, int]] = []
+    api.release = lambda workset_id, lease_token, **fields: released.append((workset_id, lease_token)) or {}  # type: ignore[attr-defined]
+    RunBook(work_root / "c1.runs.json").put(HeldRun("ws-1", TOKEN, str(work_root / "ws-1"), "bucket", FOLDER, 1))
+    api.state["ws-1"] = "locked"
+    agent = make_agent(api, "true", work_root)
+
+    agent.run_forever(idle_exit_seconds=0.2)
+
+    assert released == [("ws-1", TOKEN)]
+    assert agent.runbook.runs() == []
+
+
+def test_a_workset_the_agent_holds_is_not_claimed_again(work_root: Path, script: Callable[[str], str]) -> None:
+    api = FakeApi(WORKSET)
+    RunBook(work_root / "c1.runs.json").put(HELD)
+    agent = make_agent(api, script("touch ran"), work_root)
+
+    assert agent.run_once() is None
+    assert "ws-1" not in api.state  # not claimed

@@ -8,16 +8,25 @@ from datetime import timedelta
 
 import pytest
 
-from workset_monitor.models import ClusterStatus, Priority, WorkSpec
-from workset_monitor.scheduling import ClusterLoad, Decision, plan
+from workset_monitor.models import ClusterStatus, Priority, State, WorkSpec
+from workset_monitor.scheduling import (
+    ClusterLoad,
+    ClusterNeed,
+    Decision,
+    Policy,
+    RunModel,
+    budget_cap,
+    clusters_needed,
+    plan,
+)
 
 
 @pytest.fixture
 def ready(make_workset, now):
     """A ready workset that arrived `age_minutes` ago, optionally pinned to a cluster by its work file."""
 
-    def build(workset_id, priority=Priority.NORMAL, age_minutes=0, cluster_name=None, **fields):
-        work = WorkSpec(run_command="-p help", priority=priority, cluster_name=cluster_name)
+    def build(workset_id, priority=Priority.NORMAL, age_minutes=0, cluster_name=None, work=None, **fields):
+        work = WorkSpec(run_command="-p help", priority=priority, cluster_name=cluster_name, **(work or {}))
         arrived = now - timedelta(minutes=age_minutes)
         return make_workset(
             workset_id=workset_id, priority=priority, work=work, created_at=arrived, updated_at=arrived, **fields
@@ -30,8 +39,8 @@ def ready(make_workset, now):
 def load(make_cluster):
     """A cluster with `active` worksets on it."""
 
-    def build(name, active=0, **cluster_fields):
-        return ClusterLoad(cluster=make_cluster(name, **cluster_fields), active=active)
+    def build(name, active=0, vcpus_used=0, **cluster_fields):
+        return ClusterLoad(cluster=make_cluster(name, **cluster_fields), active=active, vcpus_used=vcpus_used)
 
     return build
 
@@ -43,8 +52,8 @@ def assigned(decisions):
 def test_urgent_runs_before_normal_before_low_whatever_the_arrival(ready, load, now):
     # GIVEN a low workset that came first and an urgent one that came last, and room for one at a time
     worksets = [
-        ready("low-oldest", Priority.LOW, age_minutes=300),
-        ready("normal-middle", Priority.NORMAL, age_minutes=200),
+        ready("low-oldest", Priority.LOW, age_minutes=30),
+        ready("normal-middle", Priority.NORMAL, age_minutes=20),
         ready("urgent-newest", Priority.URGENT, age_minutes=1),
     ]
 
@@ -78,7 +87,8 @@ def test_the_cheapest_cluster_is_chosen(ready, load, now):
         Decision(
             "ws-1",
             "cheap",
-            "priority normal; cheap is the cheapest live cluster with room (0.03/vCPU-h, 1/5 worksets)",
+            "priority normal; cheap is the cheapest live cluster with room: est. 120 vCPU-h x 0.03/vCPU-h = $3.60 "
+            "(1/5 worksets)",
         )
     ]
 
@@ -126,7 +136,12 @@ def test_already_assigned_worksets_are_not_planned_again(ready, load, now):
     decisions = plan(worksets, [load("c1", max_worksets=2, active=1)], now)
 
     assert decisions == [
-        Decision("new", "c1", "priority normal; c1 is the cheapest live cluster with room (0/vCPU-h, 2/2 worksets)")
+        Decision(
+            "new",
+            "c1",
+            "priority normal; c1 is the cheapest live cluster with room: est. 120 vCPU-h x 0/vCPU-h = $0.00 "
+            "(2/2 worksets)",
+        )
     ]
 
 
@@ -150,7 +165,12 @@ def test_a_pinned_workset_waits_when_its_cluster_is_not_registered(ready, load, 
     decisions = plan([ready("pinned", cluster_name="day-wgs-usw2b")], [load("free", max_worksets=5)], now)
 
     assert decisions == [
-        Decision("pinned", None, "waits: its work file asks for cluster day-wgs-usw2b, which is not registered")
+        Decision(
+            "pinned",
+            None,
+            "waits: its work file asks for cluster day-wgs-usw2b, which is not registered; "
+            "cluster needed: 32 vCPUs named day-wgs-usw2b",
+        )
     ]
 
 
@@ -171,7 +191,11 @@ def test_a_pinned_workset_waits_when_its_cluster_is_not_live(ready, load, now, s
 
     decisions = plan([ready("pinned", cluster_name="day-wgs-usw2b")], loads, now)
 
-    assert decisions == [Decision("pinned", None, "waits: its cluster day-wgs-usw2b is not live")]
+    assert decisions == [
+        Decision(
+            "pinned", None, "waits: its cluster day-wgs-usw2b is not live; cluster needed: 32 vCPUs named day-wgs-usw2b"
+        )
+    ]
 
 
 def test_a_pinned_workset_does_not_take_the_room_of_an_unpinned_one(ready, load, now):
@@ -208,8 +232,9 @@ def test_a_heartbeat_exactly_five_minutes_old_is_still_live(ready, load, now):
 def test_with_no_live_cluster_the_reason_says_so(ready, load, now):
     loads = [load("old", last_heartbeat_at=now - timedelta(hours=1))]
 
-    assert plan([ready("ws-1")], loads, now) == [Decision("ws-1", None, "waits: no live cluster is registered")]
-    assert plan([ready("ws-1")], [], now) == [Decision("ws-1", None, "waits: no live cluster is registered")]
+    nothing_live = "waits: no live cluster is registered; cluster needed: 32 vCPUs"
+    assert plan([ready("ws-1")], loads, now) == [Decision("ws-1", None, nothing_live)]
+    assert plan([ready("ws-1")], [], now) == [Decision("ws-1", None, nothing_live)]
 
 
 def test_nothing_ready_means_no_decisions(load, now):
@@ -286,3 +311,300 @@ def test_capacity_is_never_exceeded_in_random_scenarios(make_workset, make_clust
             else:
                 assert wanted in decision.reason, context
                 assert left.get(wanted, 0) == 0, context
+
+
+# --- aging: nothing starves ----------------------------------------------------------------------------------------
+
+
+def test_a_low_workset_that_waited_long_enough_goes_before_fresh_urgent_ones(ready, load, now):
+    # GIVEN a low workset waiting for 9 hours (aging: one rank per 4 hours) and a stream of fresh urgent ones
+    worksets = [ready("low-starving", Priority.LOW, age_minutes=9 * 60)]
+    worksets += [ready(f"urgent-{i}", Priority.URGENT, age_minutes=i) for i in range(5)]
+
+    # WHEN one place is free
+    decisions = plan(worksets, [load("c1", max_worksets=1)], now, policy=Policy(aging=timedelta(hours=4)))
+
+    # THEN the low one, raised to urgent and older than all of them, gets it, and its reason says why
+    assert decisions[0].workset_id == "low-starving" and decisions[0].cluster == "c1"
+    assert "raised to rank 0 after waiting 9 h" in decisions[0].reason
+
+
+def test_aging_raises_one_rank_per_period_and_not_past_urgent(ready, load, now):
+    policy = Policy(aging=timedelta(hours=4))
+    low_5h = ready("low-5h", Priority.LOW, age_minutes=5 * 60)  # low -> normal
+    normal_1h = ready("normal-1h", Priority.NORMAL, age_minutes=60)
+    urgent_new = ready("urgent-new", Priority.URGENT)
+
+    decisions = plan([normal_1h, low_5h, urgent_new], [load("c1", max_worksets=3)], now, policy=policy)
+
+    assert [d.workset_id for d in decisions] == ["urgent-new", "low-5h", "normal-1h"]
+
+
+# --- deadlines ------------------------------------------------------------------------------------------------------
+
+
+def test_a_workset_close_to_its_deadline_goes_first(ready, load, now):
+    # GIVEN an old urgent workset, and a low one whose deadline leaves it little time (120 vCPU-h on 32 vCPUs: 3.75 h)
+    urgent = ready("urgent-old", Priority.URGENT, age_minutes=60)
+    due = ready("low-due", Priority.LOW, work={"deadline": now + timedelta(hours=6)})
+
+    # WHEN one place is free
+    decisions = plan([urgent, due], [load("c1", max_worksets=1)], now)
+
+    # THEN the one with the deadline runs, and says why
+    assert assigned(decisions) == {"low-due": "c1", "urgent-old": None}
+    assert "is near: must start within 2.2 h" in decisions[0].reason
+
+
+def test_a_far_deadline_changes_nothing(ready, load, now):
+    urgent = ready("urgent", Priority.URGENT)
+    later = ready("low-later", Priority.LOW, age_minutes=10, work={"deadline": now + timedelta(days=5)})
+
+    decisions = plan([later, urgent], [load("c1", max_worksets=1)], now)
+
+    assert assigned(decisions) == {"urgent": "c1", "low-later": None}
+
+
+def test_a_workset_that_cannot_make_its_deadline_is_still_scheduled_and_says_so(ready, load, now):
+    late = ready("late", work={"deadline": now + timedelta(hours=1)})  # needs about 3.75 h
+
+    decisions = plan([late], [load("c1")], now)
+
+    assert assigned(decisions) == {"late": "c1"}
+    assert "cannot finish before its deadline" in decisions[0].reason and "needs ~3.8 h" in decisions[0].reason
+
+
+def test_near_deadlines_go_soonest_first(ready, load, now):
+    first = ready("due-in-5h", work={"deadline": now + timedelta(hours=5)})
+    second = ready("due-in-8h", work={"deadline": now + timedelta(hours=8)}, age_minutes=100)
+
+    decisions = plan([second, first], [load("c1", max_worksets=2)], now)
+
+    assert [d.workset_id for d in decisions] == ["due-in-5h", "due-in-8h"]
+
+
+# --- dependencies ---------------------------------------------------------------------------------------------------
+
+
+def test_a_workset_waits_until_every_dependency_is_complete(ready, load, now):
+    child = ready("child", work={"depends_on": ("parent-a", "parent-b", "parent-c")})
+    states = {"parent-a": State.COMPLETE, "parent-b": State.IN_PROGRESS}
+
+    decisions = plan([child], [load("c1")], now, dependencies=states)
+
+    assert decisions == [Decision("child", None, "waits: depends on parent-b (in_progress), parent-c (not registered)")]
+
+
+def test_a_workset_whose_dependencies_are_complete_runs(ready, load, now):
+    child = ready("child", work={"depends_on": ("parent-a",)})
+
+    decisions = plan([child], [load("c1")], now, dependencies={"parent-a": State.COMPLETE})
+
+    assert assigned(decisions) == {"child": "c1"}
+
+
+def test_a_held_back_workset_does_not_take_a_place(ready, load, now):
+    held = ready("held", Priority.URGENT, work={"depends_on": ("parent",)})
+    other = ready("other", Priority.LOW)
+
+    decisions = plan([held, other], [load("c1", max_worksets=1)], now, dependencies={"parent": State.ERROR})
+
+    assert assigned(decisions) == {"held": None, "other": "c1"}
+
+
+# --- the run estimate and cost --------------------------------------------------------------------------------------
+
+
+def test_the_estimate_is_samples_times_coverage_times_the_pipelines_factor(make_workset):
+    model = RunModel()
+
+    wgs = make_workset(sample_count=3, work=WorkSpec(run_command="x", coverage=30))
+    wes = make_workset(sample_count=2, work=WorkSpec(run_command="x", pipeline="WES"))
+    sized = make_workset(sample_count=10, work=WorkSpec(run_command="x", vcpus=48))
+
+    assert model.estimate(wgs).vcpu_hours == 3 * 30 * 4.0 and model.estimate(wgs).vcpus == 96
+    assert model.estimate(wes).vcpu_hours == 2 * 100 * 0.3 and model.estimate(wes).vcpus == 64
+    assert model.estimate(sized).vcpus == 48
+    assert model.estimate(make_workset(sample_count=50)).vcpus == 192  # capped
+
+
+def test_the_model_is_tunable_in_one_place(make_workset):
+    model = RunModel(vcpu_hours_per_sample_x={"wgs": 1.0}, vcpus_per_sample=8)
+
+    estimate = model.estimate(make_workset(sample_count=2))
+
+    assert (estimate.vcpu_hours, estimate.vcpus) == (60.0, 16)
+
+
+def test_the_lowest_estimated_cost_wins_and_the_reason_shows_the_sum(ready, load, now):
+    loads = [load("dear", cost_per_vcpu_hour=0.05), load("cheap", cost_per_vcpu_hour=0.02)]
+
+    decisions = plan([ready("ws", sample_count=2)], loads, now)
+
+    assert decisions[0].cluster == "cheap" and decisions[0].estimated_cost == pytest.approx(4.8)
+    assert "est. 240 vCPU-h x 0.02/vCPU-h = $4.80" in decisions[0].reason
+
+
+# --- capacity: worksets and vCPUs -----------------------------------------------------------------------------------
+
+
+def test_vcpu_capacity_is_respected(ready, load, now):
+    # GIVEN a cheap cluster of 64 vCPUs with 40 in use, and a dearer one; each workset takes 32 vCPUs
+    loads = [
+        load("cheap", cost_per_vcpu_hour=0.01, max_worksets=10, vcpus=64, active=1, vcpus_used=40),
+        load("dear", cost_per_vcpu_hour=0.05, max_worksets=10, vcpus=64),
+    ]
+
+    decisions = plan([ready("a", age_minutes=2), ready("b", age_minutes=1)], loads, now)
+
+    # THEN neither fits on the cheap one (40 + 32 > 64): both go to the dear one, which then is full of vCPUs
+    assert assigned(decisions) == {"a": "dear", "b": "dear"}
+    assert "64/64 vCPUs" in decisions[1].reason
+
+
+def test_a_cluster_full_of_vcpus_makes_worksets_wait(ready, load, now):
+    loads = [load("c1", max_worksets=10, vcpus=64, vcpus_used=64, active=2)]
+
+    decisions = plan([ready("a")], loads, now)
+
+    assert decisions == [Decision("a", None, "waits: every live cluster is full")]
+
+
+def test_random_plans_never_exceed_worksets_or_vcpus(make_workset, make_cluster, now):
+    generator = random.Random(6)
+    for scenario in range(200):
+        loads = [
+            ClusterLoad(
+                make_cluster(f"c{i}", max_worksets=generator.randint(1, 6), vcpus=generator.choice([0, 64, 128, 256])),
+                active=generator.randint(0, 3),
+                vcpus_used=generator.choice([0, 32, 64]),
+            )
+            for i in range(generator.randint(1, 4))
+        ]
+        worksets = [
+            make_workset(workset_id=f"w{i}", sample_count=generator.randint(1, 8), created_at=now)
+            for i in range(generator.randint(0, 20))
+        ]
+
+        decisions = plan(worksets, loads, now)
+
+        for current in loads:
+            taken = [d for d in decisions if d.cluster == current.cluster.name]
+            assert current.active + len(taken) <= max(current.cluster.max_worksets, current.active), scenario
+            if current.cluster.vcpus and taken:
+                assert current.vcpus_used + sum(d.vcpus for d in taken) <= current.cluster.vcpus, scenario
+
+
+# --- budgets --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("budget", "cap"),
+    [
+        ("250", 250.0),
+        ("$250", 250.0),
+        ("250.5 USD", 250.5),
+        ("usd 10", 10.0),
+        ("giab-benchmarking-2026", None),
+        (None, None),
+    ],
+)
+def test_a_budget_is_a_cap_in_usd_or_a_label(budget, cap):
+    assert budget_cap(budget) == cap
+
+
+def test_a_workset_over_its_budget_waits_and_says_by_how_much(ready, load, now):
+    loads = [load("c1", cost_per_vcpu_hour=0.05)]  # 120 vCPU-h: $6.00
+
+    decisions = plan([ready("ws", work={"budget": "$5"})], loads, now)
+
+    assert decisions == [
+        Decision("ws", None, "waits: its cheapest estimate, $6.00 on c1 (120 vCPU-h), exceeds its budget of $5")
+    ]
+
+
+def test_a_budget_rules_out_the_dear_cluster_only(ready, load, now):
+    # GIVEN the cheap cluster is full: the dear one would cost $12, over the budget
+    loads = [load("cheap", cost_per_vcpu_hour=0.02, active=1), load("dear", cost_per_vcpu_hour=0.1)]
+
+    decisions = plan([ready("ws", work={"budget": "10"})], loads, now)
+
+    # THEN it waits for the cheap one rather than overspend
+    assert decisions == [Decision("ws", None, "waits: every live cluster is full")]
+
+
+def test_a_label_budget_caps_nothing(ready, load, now):
+    decisions = plan([ready("ws", work={"budget": "giab-benchmarking-2026"})], [load("c1", cost_per_vcpu_hour=9)], now)
+
+    assert assigned(decisions) == {"ws": "c1"}
+
+
+# --- affinity -------------------------------------------------------------------------------------------------------
+
+
+def test_region_and_zone_affinity(ready, load, now):
+    loads = [
+        load("east", region="us-east-1", availability_zone="us-east-1a", cost_per_vcpu_hour=0.01),
+        load("west-a", region="us-west-2", availability_zone="us-west-2a", cost_per_vcpu_hour=0.03),
+        load("west-b", region="us-west-2", availability_zone="us-west-2b", cost_per_vcpu_hour=0.05),
+    ]
+    worksets = [
+        ready("anywhere", age_minutes=3),
+        ready("in-west", age_minutes=2, work={"region": "us-west-2"}),
+        ready("in-west-b", age_minutes=1, work={"availability_zone": "us-west-2b"}),
+    ]
+
+    decisions = plan(worksets, loads, now)
+
+    assert assigned(decisions) == {"anywhere": "east", "in-west": "west-a", "in-west-b": "west-b"}
+
+
+def test_a_full_region_makes_its_worksets_wait_and_says_where(ready, load, now):
+    loads = [load("east", region="us-east-1"), load("west", region="us-west-2", active=1)]
+
+    decisions = plan([ready("ws", work={"region": "us-west-2"})], loads, now)
+
+    assert decisions == [Decision("ws", None, "waits: every live cluster in region us-west-2 is full")]
+
+
+# --- cluster needed -------------------------------------------------------------------------------------------------
+
+
+def test_when_no_cluster_fits_the_decision_says_which_is_needed(ready, load, now):
+    # GIVEN clusters too small (64 vCPUs) or elsewhere, and a workset of 4 samples (128 vCPUs) bound to eu-west-1
+    loads = [load("small", region="eu-west-1", vcpus=64), load("big", region="us-east-1", vcpus=512)]
+
+    decisions = plan([ready("big-run", sample_count=4, work={"region": "eu-west-1"})], loads, now)
+
+    assert decisions[0].cluster is None
+    assert decisions[0].need == ClusterNeed(vcpus=128, region="eu-west-1")
+    assert decisions[0].reason == (
+        "waits: no live cluster in region eu-west-1 has the 128 vCPUs it needs; cluster needed: 128 vCPUs in eu-west-1"
+    )
+
+
+def test_a_full_cluster_is_no_reason_to_ask_for_another(ready, load, now):
+    decisions = plan([ready("ws")], [load("c1", active=1)], now)
+
+    assert decisions[0].need is None
+
+
+def test_needs_are_grouped_by_place_with_the_largest_size(ready, load, now):
+    worksets = [
+        ready("a", sample_count=1, work={"region": "eu-west-1"}, age_minutes=3),
+        ready("b", sample_count=5, work={"region": "eu-west-1"}, age_minutes=2),
+        ready("c", sample_count=1, work={"region": "ap-south-1", "availability_zone": "ap-south-1a"}, age_minutes=1),
+    ]
+
+    needed = clusters_needed(plan(worksets, [load("c1", region="us-east-1")], now))
+
+    assert needed == [
+        {"vcpus": 160, "worksets": 2, "workset_ids": ["a", "b"], "region": "eu-west-1"},
+        {
+            "vcpus": 32,
+            "worksets": 1,
+            "workset_ids": ["c"],
+            "region": "ap-south-1",
+            "availability_zone": "ap-south-1a",
+        },
+    ]

@@ -71,10 +71,15 @@ WORK_FILE_KEYS: dict[str, tuple[str, ...]] = {
     "workdir_name": ("workdir_name",),
     "budget": ("budget",),
     "cluster_name": ("cluster_name",),
+    "region": ("region",),
+    "availability_zone": ("availability_zone", "az"),
     "priority": ("priority",),
     "depends_on": ("depends_on",),
     "deadline": ("deadline",),
     "max_attempts": ("max_attempts",),
+    "pipeline": ("pipeline",),
+    "coverage": ("coverage",),
+    "vcpus": ("vcpus",),
 }
 """Each WorkSpec field and the keys of `daylily_work.yaml` that may carry it, the canonical key first."""
 
@@ -88,6 +93,10 @@ MAX_VALUE_CHARS = 2048
 
 MAX_ATTEMPTS_LIMIT = 10
 """The most attempts a work file may allow; each one may cost a cluster's worth of compute."""
+
+MAX_COVERAGE = 10_000
+MAX_VCPUS = 100_000
+"""Bounds of the work file's run-size hints (`coverage`, `vcpus`): beyond them a value is a typo."""
 
 MAX_WORKSET_NAME_BYTES = 512
 MAX_TEXT_FILE_BYTES = 5 * 1024 * 1024
@@ -333,7 +342,7 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
     elif len(run_command) > MAX_RUN_COMMAND_CHARS:
         findings.add(f"{WORK_FILE}: dy-r is {len(run_command)} characters, more than {MAX_RUN_COMMAND_CHARS}")
 
-    for name in ("clone_args", "export_uri", "workdir_name", "budget", "cluster_name"):
+    for name in ("clone_args", "export_uri", "workdir_name", "budget", "cluster_name", "region", "availability_zone"):
         if name in fields and not isinstance(fields[name], str | int | float):
             findings.add(f"{WORK_FILE}: {WORK_FILE_KEYS[name][0]} must be a single value")
         elif name in fields and len(str(fields[name])) > MAX_VALUE_CHARS:
@@ -352,6 +361,19 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
             findings.add(f"{WORK_FILE}: depends_on must be a list of workset names")
         else:
             fields["depends_on"] = tuple(depends_on)
+
+    if "pipeline" in fields and not (isinstance(fields["pipeline"], str) and 0 < len(fields["pipeline"]) <= 64):
+        findings.add(f"{WORK_FILE}: pipeline must be a short name such as wgs or wes")
+
+    if "coverage" in fields:
+        coverage = fields["coverage"]
+        if isinstance(coverage, bool) or not isinstance(coverage, int | float) or not 0 < coverage <= MAX_COVERAGE:
+            findings.add(f"{WORK_FILE}: coverage must be a number of x above 0 and at most {MAX_COVERAGE}")
+
+    if "vcpus" in fields:
+        vcpus = fields["vcpus"]
+        if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= MAX_VCPUS:
+            findings.add(f"{WORK_FILE}: vcpus must be a whole number from 1 to {MAX_VCPUS}")
 
     if "max_attempts" in fields:
         attempts = fields["max_attempts"]

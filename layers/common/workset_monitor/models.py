@@ -73,12 +73,19 @@ class WorkSpec(BaseModel):
     clone_args: str | None = None
     export_uri: str | None = None
     workdir_name: str | None = None
-    budget: str | None = None
+    budget: str | None = Field(
+        default=None, description="A cap in USD ('250', '$250', '250 USD'); any other text is a label and caps nothing."
+    )
     cluster_name: str | None = None
+    region: str | None = Field(default=None, description="Run only on a cluster in this AWS region.")
+    availability_zone: str | None = Field(default=None, description="Run only on a cluster in this availability zone.")
     priority: Priority = Priority.NORMAL
     depends_on: tuple[str, ...] = ()
     deadline: datetime | None = None
     max_attempts: int | None = Field(default=None, description="Overrides the default number of attempts.")
+    pipeline: str | None = Field(default=None, description="wgs, wes, ...: sizes the run estimate (scheduling.py).")
+    coverage: float | None = Field(default=None, gt=0, description="Sequencing depth (x); sizes the run estimate.")
+    vcpus: int | None = Field(default=None, ge=1, description="vCPUs the run takes on its cluster, if not estimated.")
 
 
 class Lease(BaseModel):
@@ -111,6 +118,12 @@ class Workset(BaseModel):
     error_category: ErrorCategory | None = None
     error_reasons: tuple[str, ...] = ()
     assigned_cluster: str | None = Field(default=None, description="The cluster the scheduler chose, while ready.")
+    assigned_at: datetime | None = Field(
+        default=None, description="When the scheduler chose it; unclaimed, it expires."
+    )
+    reserved_vcpus: int = Field(
+        default=0, ge=0, description="vCPUs the workset takes of its cluster's capacity while it holds the cluster."
+    )
     cluster: str | None = Field(default=None, description="The cluster that holds or last held the workset.")
     lease: Lease | None = None
     progress: str | None = Field(default=None, description="The agent's last reported step: staging, exporting...")

@@ -1,28 +1,44 @@
-"""One tick of the schedule function: release expired leases, then assign ready worksets to clusters."""
+"""One tick of the schedule function: release expired leases, start due retries, take back assignments that are no
+longer good, then assign ready worksets to clusters by the policy (scheduling.py) and say which clusters are needed.
+
+What a tick reads, by key or index only, so its cost grows with the live worksets (ready, locked, running, due to
+retry) and the clusters, never with the finished ones: the by-state index for `locked`, `in_progress` and `ready`,
+the by-retry index for due retries, the by-entity index for the clusters and their load counters, and the
+dependencies' states by key (BatchGetItem).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import ConcurrentUpdate, TransitionRefused
-from .models import ErrorCategory, State, Workset, utcnow
+from .models import Cluster, ErrorCategory, State, Workset, utcnow
 from .observability import logger
-from .scheduling import ClusterLoad, Decision, is_live, plan
+from .scheduling import DEFAULT_POLICY, Decision, Policy, clusters_needed, is_live, plan
 from .store import WorksetStore
 
 ACTOR = "scheduler"
-TICK_DECISIONS_SHOWN = 25
+TICK_DECISIONS_SHOWN = 50
 """Decisions of each kind kept with the tick's summary; the item stays far below DynamoDB's 400 KB."""
+DEFAULT_ASSIGNMENT_TIMEOUT = timedelta(minutes=10)
+"""An assignment its cluster has not claimed for this long goes back to the queue."""
+
+Announce = Callable[[Sequence[Mapping[str, Any]]], None]
 
 
 @dataclass
 class TickReport:
     expired: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
+    unassigned: list[str] = field(default_factory=list)
     assigned: list[Decision] = field(default_factory=list)
     waiting: list[Decision] = field(default_factory=list)
+    refused: list[Decision] = field(default_factory=list)
+    """Assignments the store refused: the workset changed, or another tick filled the cluster first."""
+    needed: list[dict[str, Any]] = field(default_factory=list)
     conflicts: int = 0
 
     def summary(self, at: datetime, shown: int = TICK_DECISIONS_SHOWN) -> dict[str, Any]:
@@ -31,20 +47,42 @@ class TickReport:
             "at": at.isoformat(),
             "expired": len(self.expired),
             "retried": len(self.retried),
+            "unassigned": len(self.unassigned),
             "assigned": len(self.assigned),
             "waiting": len(self.waiting),
             "conflicts": self.conflicts,
-            "assignments": [asdict(decision) for decision in self.assigned[:shown]],
-            "waits": [asdict(decision) for decision in self.waiting[:shown]],
+            "assignments": [_shown(decision) for decision in self.assigned[:shown]],
+            "waits": [_shown(decision) for decision in self.waiting[:shown]],
+            "clusters_needed": self.needed[:shown],
         }
 
 
+def _shown(decision: Decision) -> dict[str, Any]:
+    """A decision as the tick's summary keeps it: id, cluster and reason always, the sizes when known."""
+    shown = asdict(decision)
+    return {name: value for name, value in shown.items() if value is not None or name == "cluster"}
+
+
 class Scheduler:
-    def __init__(self, store: WorksetStore, clock_skew_seconds: int) -> None:
+    def __init__(
+        self,
+        store: WorksetStore,
+        clock_skew_seconds: int,
+        *,
+        policy: Policy = DEFAULT_POLICY,
+        assignment_timeout: timedelta = DEFAULT_ASSIGNMENT_TIMEOUT,
+        announce: Announce | None = None,
+    ) -> None:
         self.store = store
         self.clock_skew = timedelta(seconds=clock_skew_seconds)
+        self.policy = policy
+        self.assignment_timeout = assignment_timeout
+        self.announce = announce
 
     def tick(self, now: datetime | None = None) -> TickReport:
+        """One pass of the schedule. Safe to run twice at once: every write is conditional on what was read, and an
+        assignment also on its cluster's room (the store's capacity guard), so the loser of a race only counts a
+        conflict."""
         now = now or utcnow()
         report = TickReport()
 
@@ -57,22 +95,35 @@ class Scheduler:
             if self._retry(workset, now, report):
                 report.retried.append(workset.workset_id)
 
-        clusters = self.store.list_clusters()
-        live = {cluster.name for cluster in clusters if is_live(cluster, now)}
+        loads = self.store.cluster_loads()
+        live = {load.cluster.name for load in loads if is_live(load.cluster, now)}
         ready: dict[str, Workset] = {}
         for workset in self.store.worksets_in(State.READY):
-            if workset.assigned_cluster and workset.assigned_cluster not in live:
-                workset = self._unassign(workset, now, report) or workset
+            why = self._why_take_back(workset, live, now)
+            if why is not None:
+                freed = self._unassign(workset, why, now, report)
+                workset = freed or workset
             ready[workset.workset_id] = workset
-        loads = [ClusterLoad(cluster, sum(1 for _ in self.store.worksets_on(cluster.name))) for cluster in clusters]
-        for decision in plan(list(ready.values()), loads, now):
+        if report.unassigned:
+            loads = self.store.cluster_loads()  # the take-backs freed room the first read did not see
+
+        dependencies = self._dependencies(ready.values())
+        clusters = {load.cluster.name: load.cluster for load in loads}
+        decisions = plan(list(ready.values()), loads, now, dependencies=dependencies, policy=self.policy)
+        for decision in decisions:
             if decision.cluster is None:
                 report.waiting.append(decision)
-                continue
-            if self._assign(ready[decision.workset_id], decision, now, report):
+            elif self._assign(ready[decision.workset_id], decision, clusters[decision.cluster], now, report):
                 report.assigned.append(decision)
+            else:
+                report.refused.append(decision)
 
-        self.store.put_tick(report.summary(now))
+        report.needed = clusters_needed(decisions)
+        if report.needed and self.announce is not None:
+            self.announce(report.needed)
+            logger.info("clusters needed", needs=report.needed)
+
+        self.store.put_tick(report.summary(now), at=now)
         return report
 
     def _lease_expired(self, workset: Workset, now: datetime) -> bool:
@@ -115,9 +166,21 @@ class Scheduler:
         logger.info("workset retried", workset_id=workset.workset_id, attempt=workset.attempt + 1)
         return True
 
-    def _unassign(self, workset: Workset, now: datetime, report: TickReport) -> Workset | None:
-        """Take a ready workset back from a cluster that is no longer live, so the plan can place it again."""
-        reason = f"cluster {workset.assigned_cluster} is not live (no heartbeat, retired, or not registered)"
+    def _why_take_back(self, workset: Workset, live: set[str], now: datetime) -> str | None:
+        """Why a ready workset's assignment should return to the queue, or None to keep it."""
+        if not workset.assigned_cluster:
+            return None
+        if workset.assigned_cluster not in live:
+            return f"cluster {workset.assigned_cluster} is not live (no heartbeat, retired, or not registered)"
+        # NOTE: an assignment written before assignments had a time counts from the workset's last change.
+        assigned_at = workset.assigned_at or workset.updated_at
+        if now - assigned_at > self.assignment_timeout:
+            minutes = self.assignment_timeout.total_seconds() / 60
+            return f"cluster {workset.assigned_cluster} did not claim it within {minutes:g} min"
+        return None
+
+    def _unassign(self, workset: Workset, reason: str, now: datetime, report: TickReport) -> Workset | None:
+        """Take a ready workset back from its cluster, so the plan can place it again."""
         try:
             freed = self.store.record(
                 workset, {"assigned_cluster": None}, event="unassigned", actor=ACTOR, reason=reason, now=now
@@ -125,15 +188,39 @@ class Scheduler:
         except ConcurrentUpdate:
             report.conflicts += 1
             return None
-        logger.info("workset unassigned", workset_id=workset.workset_id, cluster=workset.assigned_cluster)
+        report.unassigned.append(workset.workset_id)
+        logger.info(
+            "workset unassigned", workset_id=workset.workset_id, cluster=workset.assigned_cluster, reason=reason
+        )
         return freed
 
-    def _assign(self, workset: Workset, decision: Decision, now: datetime, report: TickReport) -> bool:
+    def _dependencies(self, ready: Iterable[Workset]) -> dict[str, State | None]:
+        """The states of the worksets the unassigned ready ones depend on, read by key."""
+        names = {
+            name
+            for workset in ready
+            if not workset.assigned_cluster and workset.work
+            for name in workset.work.depends_on
+        }
+        return self.store.states_of(names) if names else {}
+
+    def _assign(
+        self, workset: Workset, decision: Decision, cluster: Cluster, now: datetime, report: TickReport
+    ) -> bool:
         assert decision.cluster is not None
         try:
-            self.store.assign(workset, cluster=decision.cluster, reason=decision.reason, now=now)
+            self.store.assign(
+                workset,
+                cluster=decision.cluster,
+                reason=decision.reason,
+                vcpus=decision.vcpus,
+                capacity=cluster,
+                now=now,
+            )
         except (ConcurrentUpdate, TransitionRefused):
+            # The workset changed since we read it, or another tick filled the cluster first: next tick decides.
             report.conflicts += 1
+            logger.info("assignment refused", workset_id=workset.workset_id, cluster=decision.cluster)
             return False
         logger.info("workset assigned", workset_id=workset.workset_id, cluster=decision.cluster, reason=decision.reason)
         return True

@@ -18,6 +18,10 @@ class Settings(BaseModel):
     lease_seconds: int = Field(default=900, ge=60, le=86_400, description="LEASE_SECONDS")
     clock_skew_seconds: int = Field(default=60, ge=0, le=3600, description="CLOCK_SKEW_SECONDS")
     retry_base_seconds: int = Field(default=60, ge=1, le=3600, description="RETRY_BASE_SECONDS")
+    aging_hours: float = Field(default=4, gt=0, le=720, description="AGING_HOURS: waiting this long raises one rank")
+    assignment_timeout_seconds: int = Field(
+        default=600, ge=60, le=86_400, description="ASSIGNMENT_TIMEOUT_SECONDS: an unclaimed assignment expires"
+    )
     notify_channels: str = Field(default="", description="NOTIFY_CHANNELS: JSON list of channels (routing.py)")
     notify_secrets_prefix: str = Field(
         default="", description="NOTIFY_SECRETS_PREFIX: where channel secrets may be read from (empty: anywhere)"
@@ -43,6 +47,8 @@ class Settings(BaseModel):
             "lease_seconds": env.get("LEASE_SECONDS", "900"),
             "clock_skew_seconds": env.get("CLOCK_SKEW_SECONDS", "60"),
             "retry_base_seconds": env.get("RETRY_BASE_SECONDS", "60"),
+            "aging_hours": env.get("AGING_HOURS", "4"),
+            "assignment_timeout_seconds": env.get("ASSIGNMENT_TIMEOUT_SECONDS", "600"),
             "notify_channels": env.get("NOTIFY_CHANNELS", ""),
             "notify_secrets_prefix": env.get("NOTIFY_SECRETS_PREFIX", ""),
             "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,

@@ -7,11 +7,23 @@ One table holds three kinds of item, told apart by their sort key:
 | workset  | `WORKSET#<id>`      | `WORKSET`            |
 | history  | `WORKSET#<id>`      | `HISTORY#<version>`  |
 | cluster  | `CLUSTER#<name>`    | `CLUSTER`            |
-| tick     | `SCHEDULER`         | `TICK`               |
+| tick     | `SCHEDULER`         | `TICK`, `TICK#<slot>`|
+| counters | `STATS`             | `SHARD#<n>`          |
 
 Every write of a workset is conditional on the version it was read at, and bumps it, so no two writers can both
 succeed. A state change writes the workset and its history entry in one transaction; history entries are items of
 their own, so a workset's history is not bounded by DynamoDB's 400 KB item limit.
+
+The same transaction keeps two kinds of counter exact, so that reading them costs the same however many worksets
+the table holds:
+
+- **Per state** (and ready ones per priority, and assigned): a workset's change adds 1 to what it now counts in and
+  takes 1 from what it counted in before, on one of `COUNTER_SHARDS` counter items (chosen by the workset id, so
+  concurrent writes of different worksets rarely meet on one item). `count_by_state` reads them in one query.
+- **Per cluster**: the cluster item holds `active_worksets` and `active_vcpus`, what the worksets holding the
+  cluster (assigned, locked or running on it) take. A write that moves a workset onto or off a cluster updates them;
+  the scheduler's assignment does so on the condition that the cluster has room, which is the capacity guard: two
+  ticks that both planned on the same load cannot both fill the last place.
 """
 
 from __future__ import annotations
@@ -19,7 +31,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -53,6 +66,7 @@ from .models import (
     utcnow,
 )
 from .retries import DEFAULT_BASE_SECONDS, retry_at
+from .scheduling import ClusterLoad
 from .states import check_transition
 
 if TYPE_CHECKING:
@@ -62,6 +76,10 @@ WORKSET_SK = "WORKSET"
 CLUSTER_SK = "CLUSTER"
 SCHEDULER_PK = "SCHEDULER"
 TICK_SK = "TICK"
+TICK_SLOTS = 10
+"""Recent ticks are kept in a ring of this many items (one per minute), so they never pile up."""
+STATS_PK = "STATS"
+COUNTER_SHARDS = 16
 HISTORY_PREFIX = "HISTORY#"
 BY_STATE = "by-state"
 BY_CLUSTER = "by-cluster"
@@ -222,22 +240,49 @@ class WorksetStore:
             for item in page["Items"]:
                 yield _workset_from_item(_plain(item))
 
+    def counters(self) -> dict[str, int]:
+        """Every counter of worksets, summed over its shards, in one query: `state:<state>`,
+        `ready:<priority>` and `ready:assigned`. Its cost does not grow with the number of worksets."""
+        totals: dict[str, int] = {}
+        for page in self._table_pages(
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": STATS_PK}}, ConsistentRead=True
+        ):
+            for item in page["Items"]:
+                for name, value in _plain(item).items():
+                    if name not in ("pk", "sk"):
+                        totals[name] = totals.get(name, 0) + int(value)
+        return {name: max(count, 0) for name, count in totals.items()}
+
     def count_by_state(self) -> dict[State, int]:
-        # NOTE: one COUNT query per state; the ones of finished states read their whole partition of the index,
-        # so this grows with the number of finished worksets. Counters kept by the stream would not.
-        return {
-            state: sum(
-                page["Count"]
-                for page in self._pages(
-                    IndexName=BY_STATE,
-                    KeyConditionExpression="#state = :state",
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues={":state": {"S": state.value}},
-                    Select="COUNT",
-                )
-            )
-            for state in State
-        }
+        """How many worksets are in each state, from the counters: one query, whatever the table holds.
+
+        Limitations: counts what was written since the counters exist; worksets written before them (a table that
+        predates this version) are not counted.
+        """
+        counters = self.counters()
+        return {state: counters.get(f"state:{state.value}", 0) for state in State}
+
+    def states_of(self, workset_ids: Iterable[str]) -> dict[str, State | None]:
+        """The current state of each named workset (None: not registered), by key, 100 to a BatchGetItem."""
+        wanted = sorted(set(workset_ids))
+        states: dict[str, State | None] = dict.fromkeys(wanted)
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [_key(_workset_pk(workset_id), WORKSET_SK) for workset_id in wanted[start : start + 100]],
+                    "ProjectionExpression": "workset_id, #state",
+                    "ExpressionAttributeNames": {"#state": "state"},
+                }
+            }
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.table_name, []):
+                    plain = _plain(item)
+                    states[plain["workset_id"]] = State(plain["state"])
+                # NOTE: keys DynamoDB left unprocessed (throttling) are asked again at once; botocore's retries
+                # already backed off for the throttling itself.
+                request = dict(response.get("UnprocessedKeys") or {})
+        return states
 
     # --- worksets: writes ------------------------------------------------------------------------------------------
 
@@ -377,14 +422,31 @@ class WorksetStore:
             raise LeaseLost(workset_id, lease_token) from None
         return _workset_from_item(_plain(response["Attributes"]))
 
-    def assign(self, workset: Workset, *, cluster: str, reason: str, now: datetime | None = None) -> Workset:
-        """Record the scheduler's choice of cluster for a ready workset."""
+    def assign(
+        self,
+        workset: Workset,
+        *,
+        cluster: str,
+        reason: str,
+        vcpus: int = 0,
+        capacity: Cluster | None = None,
+        now: datetime | None = None,
+    ) -> Workset:
+        """Record the scheduler's choice of cluster for a ready workset, reserving `vcpus` of the cluster.
+
+        With `capacity` (the cluster as the scheduler read it), the same transaction checks that the cluster is still
+        active with that capacity and has room for one more workset and `vcpus` more vCPUs, and counts them on it: a
+        full cluster refuses the assignment with `ConcurrentUpdate`, whoever filled it.
+        """
         if workset.state is not State.READY:
             raise TransitionRefused(workset.workset_id, workset.state, State.READY, "only a ready workset is assigned")
 
-        return self.record(
-            workset, {"assigned_cluster": cluster}, event="assigned", actor="scheduler", reason=reason, now=now
-        )
+        now = now or utcnow()
+        changes = {"assigned_cluster": cluster, "assigned_at": now, "reserved_vcpus": vcpus}
+        new = _next_version(workset, changes, now)
+        entry = _history_entry(new, workset.state, "assigned", "scheduler", reason)
+        self._write_over(workset, new, entry, None, capacity=capacity)
+        return new
 
     def record(
         self,
@@ -405,24 +467,44 @@ class WorksetStore:
     # --- clusters --------------------------------------------------------------------------------------------------
 
     def put_cluster(self, cluster: Cluster) -> Cluster:
-        item = {
-            "pk": f"CLUSTER#{cluster.name}",
-            "sk": CLUSTER_SK,
-            "entity": "cluster",
-            "created_key": cluster.name,
-            **cluster.model_dump(mode="json", exclude_none=True),
-        }
-        self.client.put_item(TableName=self.table_name, Item=_typed(item))
+        """Register a cluster or overwrite its registration, keeping the load counted on it (`active_worksets`,
+        `active_vcpus`), which only the writes of its worksets change."""
+        fields = {"entity": "cluster", "created_key": cluster.name, **cluster.model_dump(mode="json")}
+        names = {f"#f{index}": name for index, name in enumerate(fields)}
+        kept = [alias for alias, name in names.items() if fields[name] is not None]
+        dropped = [alias for alias, name in names.items() if fields[name] is None]
+        update = "SET " + ", ".join(f"{alias} = :v{alias[2:]}" for alias in kept)
+        if dropped:
+            update += " REMOVE " + ", ".join(dropped)
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=_key(f"CLUSTER#{cluster.name}", CLUSTER_SK),
+            UpdateExpression=update,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_typed({f":v{alias[2:]}": fields[names[alias]] for alias in kept}),
+        )
         return cluster
 
     def get_cluster(self, name: str) -> Cluster:
         response = self.client.get_item(TableName=self.table_name, Key=_key(f"CLUSTER#{name}", CLUSTER_SK))
-        if "Item" not in response:
+        if "entity" not in response.get("Item", {}):  # a claim on an unregistered cluster leaves only its counters
             raise ClusterNotFound(name)
         return Cluster.model_validate(_plain(response["Item"]))
 
     def list_clusters(self) -> list[Cluster]:
-        return [Cluster.model_validate(item) for item in self._query_all(BY_ENTITY, "entity", "cluster")]
+        return [load.cluster for load in self.cluster_loads()]
+
+    def cluster_loads(self) -> list[ClusterLoad]:
+        """Every registered cluster with the worksets and vCPUs it holds now, from its counters: one query (a page
+        per 1 MB), whatever the number of worksets."""
+        return [
+            ClusterLoad(
+                Cluster.model_validate(item),
+                active=max(int(item.get("active_worksets", 0)), 0),
+                vcpus_used=max(int(item.get("active_vcpus", 0)), 0),
+            )
+            for item in self._query_all(BY_ENTITY, "entity", "cluster")
+        ]
 
     def touch_cluster(self, name: str, *, at: datetime, status: ClusterStatus | None = None) -> Cluster:
         """Renew a registered cluster's heartbeat, and its status if given, in one conditional write.
@@ -438,8 +520,8 @@ class WorksetStore:
                 TableName=self.table_name,
                 Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
                 UpdateExpression=update,
-                ConditionExpression="attribute_exists(pk) AND #status <> :retired",
-                ExpressionAttributeNames={"#status": "status"},
+                ConditionExpression="attribute_exists(#entity) AND #status <> :retired",
+                ExpressionAttributeNames={"#status": "status", "#entity": "entity"},
                 ExpressionAttributeValues=_typed(values),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -447,7 +529,7 @@ class WorksetStore:
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
-            if "Item" not in exc.response:
+            if "entity" not in exc.response.get("Item", {}):  # type: ignore[operator]
                 raise ClusterNotFound(name) from None
             raise ClusterRetired(name) from None
         return Cluster.model_validate(_plain(response["Attributes"]))
@@ -460,8 +542,8 @@ class WorksetStore:
                 TableName=self.table_name,
                 Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
                 UpdateExpression="SET #status = :retired",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#status": "status"},
+                ConditionExpression="attribute_exists(#entity)",
+                ExpressionAttributeNames={"#status": "status", "#entity": "entity"},
                 ExpressionAttributeValues=_typed({":retired": ClusterStatus.RETIRED.value}),
                 ReturnValues="ALL_NEW",
             )
@@ -473,10 +555,24 @@ class WorksetStore:
 
     # --- the scheduler's last tick ---------------------------------------------------------------------------------
 
-    def put_tick(self, summary: Mapping[str, Any]) -> None:
-        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick)."""
-        item = {"pk": SCHEDULER_PK, "sk": TICK_SK, **summary}
-        self.client.put_item(TableName=self.table_name, Item=_typed(item))
+    def put_tick(self, summary: Mapping[str, Any], *, at: datetime) -> None:
+        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick), and a copy in the
+        ring of recent ticks (slot by minute, so the ring holds the last `TICK_SLOTS` minutes' ticks)."""
+        slot = int(at.timestamp() // 60) % TICK_SLOTS
+        for sk in (TICK_SK, f"{TICK_SK}#{slot}"):
+            self.client.put_item(TableName=self.table_name, Item=_typed({"pk": SCHEDULER_PK, "sk": sk, **summary}))
+
+    def recent_ticks(self) -> list[dict[str, Any]]:
+        """The summaries of the recent ticks, newest first, in one query."""
+        ticks = [
+            {name: value for name, value in _plain(item).items() if name not in ("pk", "sk")}
+            for page in self._table_pages(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :ring)",
+                ExpressionAttributeValues={":pk": {"S": SCHEDULER_PK}, ":ring": {"S": f"{TICK_SK}#"}},
+            )
+            for item in page["Items"]
+        ]
+        return sorted(ticks, key=lambda tick: str(tick.get("at", "")), reverse=True)
 
     def last_tick(self) -> dict[str, Any] | None:
         response = self.client.get_item(TableName=self.table_name, Key=_key(SCHEDULER_PK, TICK_SK))
@@ -497,6 +593,16 @@ class WorksetStore:
             for item in page["Items"]:
                 yield _plain(item)
 
+    def _table_pages(self, **query: Any) -> Iterator[Any]:
+        """Every page of a query on the table's own key."""
+        start: dict[str, Any] = {}
+        while True:
+            page = self.client.query(TableName=self.table_name, **query, **start)
+            yield page
+            if "LastEvaluatedKey" not in page:
+                return
+            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
     def _pages(self, **query: Any) -> Iterator[Any]:
         """Every page of a query on the table, following LastEvaluatedKey."""
         start: dict[str, Any] = {}
@@ -507,8 +613,17 @@ class WorksetStore:
                 return
             start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
-    def _write_over(self, old: Workset, new: Workset, entry: HistoryEntry | None, lease_token: int | None) -> None:
-        """Replace `old` with `new` unless someone wrote the workset since `old` was read."""
+    def _write_over(
+        self,
+        old: Workset,
+        new: Workset,
+        entry: HistoryEntry | None,
+        lease_token: int | None,
+        *,
+        capacity: Cluster | None = None,
+    ) -> None:
+        """Replace `old` with `new` unless someone wrote the workset since `old` was read (and, with `capacity`, unless
+        the cluster `new` takes has no room left)."""
         condition = "#version = :version AND #state = :state"
         values = {":version": old.version, ":state": old.state.value}
         if lease_token is not None:
@@ -516,7 +631,7 @@ class WorksetStore:
             values[":token"] = lease_token
 
         try:
-            self._write(new, entry, condition=condition, values=values)
+            self._write(new, entry, condition=condition, values=values, old=old, capacity=capacity)
         except ConcurrentUpdate:
             if lease_token is None:
                 raise
@@ -525,7 +640,16 @@ class WorksetStore:
                 raise LeaseLost(old.workset_id, lease_token) from None
             raise
 
-    def _write(self, workset: Workset, entry: HistoryEntry | None, *, condition: str, values: dict[str, Any]) -> None:
+    def _write(
+        self,
+        workset: Workset,
+        entry: HistoryEntry | None,
+        *,
+        condition: str,
+        values: dict[str, Any],
+        old: Workset | None = None,
+        capacity: Cluster | None = None,
+    ) -> None:
         names = {name: name[1:] for name in ("#version", "#state", "#lease", "#token") if name in condition}
         put: dict[str, Any] = {
             "TableName": self.table_name,
@@ -537,21 +661,107 @@ class WorksetStore:
         if values:
             put["ExpressionAttributeValues"] = _typed(values)
 
-        try:
-            if entry is None:
-                self.client.put_item(**put)
-                return
-            history: dict[str, Any] = {
+        items: list[Any] = [{"Put": put}]
+        if entry is not None:
+            history = {
                 "TableName": self.table_name,
                 "Item": _typed(_history_item(entry)),
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
-            items: list[Any] = [{"Put": put}, {"Put": history}]
+            items.append({"Put": history})
+        items.extend(self._counter_updates(old, workset, capacity))
+
+        try:
+            if len(items) == 1:
+                self.client.put_item(**put)
+                return
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             if _condition_failed(exc):
                 raise ConcurrentUpdate(workset.workset_id, workset.version - 1) from exc
             raise
+
+    def _counter_updates(self, old: Workset | None, new: Workset, capacity: Cluster | None) -> list[dict[str, Any]]:
+        """The counter updates that go with replacing `old` by `new` (None: a new workset): its state's shard, and
+        the clusters it leaves or takes, the one it takes guarded by `capacity` if given."""
+        updates: list[dict[str, Any]] = []
+        before, after = _counted(old), _counted(new)
+        changes = {name: -1 for name in before - after} | {name: 1 for name in after - before}
+        if changes:
+            names = {f"#c{index}": name for index, name in enumerate(sorted(changes))}
+            shard = zlib.crc32(new.workset_id.encode()) % COUNTER_SHARDS
+            updates.append(
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _key(STATS_PK, f"SHARD#{shard:02d}"),
+                        "UpdateExpression": "ADD " + ", ".join(f"{alias} :d{alias[2:]}" for alias in names),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": _typed({f":d{a[2:]}": changes[n] for a, n in names.items()}),
+                    }
+                }
+            )
+
+        (left, left_vcpus), (taken, taken_vcpus) = _footprint(old), _footprint(new)
+        if (left, left_vcpus) == (taken, taken_vcpus):
+            return updates
+        if left is not None and left == taken:
+            updates.append(self._cluster_update(left, 0, taken_vcpus - left_vcpus, None, 0))
+            return updates
+        if left is not None:
+            updates.append(self._cluster_update(left, -1, -left_vcpus, None, 0))
+        if taken is not None:
+            updates.append(self._cluster_update(taken, 1, taken_vcpus, capacity, taken_vcpus))
+        return updates
+
+    def _cluster_update(
+        self, name: str, worksets: int, vcpus: int, capacity: Cluster | None, reserved: int
+    ) -> dict[str, Any]:
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _key(f"CLUSTER#{name}", CLUSTER_SK),
+            "UpdateExpression": "ADD active_worksets :worksets, active_vcpus :vcpus",
+            "ExpressionAttributeValues": _typed({":worksets": worksets, ":vcpus": vcpus}),
+        }
+        if capacity is None:
+            return {"Update": update}
+
+        # The capacity guard: the cluster is still active with the capacity the plan saw, and has room now.
+        condition = (
+            "#entity = :cluster AND #status = :active AND max_worksets = :max "
+            "AND (attribute_not_exists(active_worksets) OR active_worksets < :max)"
+        )
+        values: dict[str, Any] = {
+            ":cluster": "cluster",
+            ":active": ClusterStatus.ACTIVE.value,
+            ":max": capacity.max_worksets,
+        }
+        if capacity.vcpus:
+            condition += " AND vcpus = :total AND (attribute_not_exists(active_vcpus) OR active_vcpus <= :left)"
+            values |= {":total": capacity.vcpus, ":left": capacity.vcpus - reserved}
+        update["ConditionExpression"] = condition
+        update["ExpressionAttributeNames"] = {"#entity": "entity", "#status": "status"}
+        update["ExpressionAttributeValues"] |= _typed(values)
+        return {"Update": update}
+
+
+def _counted(workset: Workset | None) -> set[str]:
+    """The counters a workset counts in: its state's, and while ready its priority's and whether it is assigned."""
+    if workset is None:
+        return set()
+    counted = {f"state:{workset.state.value}"}
+    if workset.state is State.READY:
+        counted.add(f"ready:{workset.priority.value}")
+        if workset.assigned_cluster:
+            counted.add("ready:assigned")
+    return counted
+
+
+def _footprint(workset: Workset | None) -> tuple[str | None, int]:
+    """The cluster whose capacity a workset takes, and how many vCPUs of it."""
+    if workset is None or workset.active_cluster is None:
+        return None, 0
+    return workset.active_cluster, workset.reserved_vcpus
 
 
 def _condition_failed(exc: ClientError) -> bool:
@@ -561,11 +771,13 @@ def _condition_failed(exc: ClientError) -> bool:
     if error.get("Code") != "TransactionCanceledException":
         return False
 
+    # A transaction that met another one on an item (TransactionConflict) lost a race as surely as a failed condition.
+    lost = ("ConditionalCheckFailed", "TransactionConflict")
     reasons = exc.response.get("CancellationReasons") or []
     if reasons:
-        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+        return any(reason.get("Code") in lost for reason in reasons)
     # NOTE: some emulators put the reasons only into the message, as "[ConditionalCheckFailed, None]".
-    return "ConditionalCheckFailed" in error.get("Message", "")
+    return any(code in error.get("Message", "") for code in lost)
 
 
 def _check_lease(workset: Workset, lease_token: int | None) -> None:
@@ -584,7 +796,13 @@ _TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 def _next_version(workset: Workset, update: Mapping[str, Any], now: datetime | None) -> Workset:
-    return workset.model_copy(update={**update, "version": workset.version + 1, "updated_at": now or utcnow()})
+    new = workset.model_copy(update={**update, "version": workset.version + 1, "updated_at": now or utcnow()})
+    released: dict[str, Any] = {}
+    if new.assigned_cluster is None and new.assigned_at is not None:
+        released["assigned_at"] = None
+    if new.active_cluster is None and new.reserved_vcpus:
+        released["reserved_vcpus"] = 0  # off its cluster, a workset reserves nothing
+    return new.model_copy(update=released) if released else new
 
 
 def _capped(reasons: tuple[str, ...]) -> tuple[str, ...]:
