@@ -412,6 +412,34 @@ def test_a_held_back_workset_does_not_take_a_place(ready, load, now):
     assert assigned(decisions) == {"held": None, "other": "c1"}
 
 
+def test_a_workset_that_depends_on_itself_says_so(ready, load, now):
+    decisions = plan([ready("loop", work={"depends_on": ("loop",)})], [load("c1")], now, dependencies={})
+
+    assert decisions[0].cluster is None
+    assert decisions[0].reason == (
+        "waits: depends on loop (not registered); a dependency cycle (loop) that never ends: fix their depends_on"
+    )
+
+
+def test_worksets_that_wait_for_each_other_are_named_as_a_cycle(ready, load, now):
+    # GIVEN a -> b -> c -> a, all ready, and d waiting on a (outside the cycle), and e depending on nothing ready
+    worksets = [
+        ready("a", work={"depends_on": ("x", "b")}),
+        ready("b", work={"depends_on": ("c",)}),
+        ready("c", work={"depends_on": ("a",)}),
+        ready("d", work={"depends_on": ("a",)}),
+        ready("x"),
+    ]
+    states = {name: State.READY for name in "abcx"}
+
+    decisions = {d.workset_id: d for d in plan(worksets, [load("c1", max_worksets=5)], now, dependencies=states)}
+
+    for name in "abc":
+        assert decisions[name].reason.endswith("a dependency cycle (a, b, c) that never ends: fix their depends_on")
+    assert "cycle" not in decisions["d"].reason
+    assert decisions["x"].cluster == "c1"
+
+
 # --- the run estimate and cost --------------------------------------------------------------------------------------
 
 
@@ -467,7 +495,75 @@ def test_a_cluster_full_of_vcpus_makes_worksets_wait(ready, load, now):
 
     decisions = plan([ready("a")], loads, now)
 
-    assert decisions == [Decision("a", None, "waits: every live cluster is full")]
+    assert decisions == [Decision("a", None, "waits: c1 has 0 of its 64 vCPUs free, it needs 32")]
+
+
+def test_a_short_of_vcpus_reason_names_the_cheapest_cluster_with_a_place(ready, load, now):
+    loads = [
+        load("cheap", cost_per_vcpu_hour=0.01, max_worksets=10, vcpus=64, vcpus_used=48, active=1),
+        load("dear", cost_per_vcpu_hour=0.05, max_worksets=10, vcpus=64, vcpus_used=40, active=1),
+        load("full", cost_per_vcpu_hour=0.001, max_worksets=1, vcpus=64, active=1),
+    ]
+
+    decisions = plan([ready("a")], loads, now)
+
+    assert decisions[0].reason == (
+        "waits: no live cluster with a free place has the 32 vCPUs it needs free (the cheapest, cheap, has 16 of 64)"
+    )
+
+
+# --- holds: a large workset at the top rank is not starved by small ones --------------------------------------------
+
+
+def test_a_large_urgent_workset_holds_its_cluster_until_its_vcpus_free_up(ready, load, now):
+    # GIVEN one cluster of 192 vCPUs with a place for 10 worksets, 32 vCPUs taken by a small run, a large workset that
+    # waited long enough to be raised to urgent (it needs all 192), and small fresh ones behind it
+    def queue():
+        return [
+            ready("large", Priority.LOW, age_minutes=48 * 60, work={"vcpus": 192}),
+            *(ready(f"small-{index}", age_minutes=1) for index in range(3)),
+        ]
+
+    # WHEN the plan is made while the small run holds its 32 vCPUs
+    decisions = plan(queue(), [load("c1", max_worksets=10, vcpus=192, active=1, vcpus_used=32)], now)
+
+    # THEN the large one waits and holds the cluster: the small ones do not take the vCPUs it waits for
+    assert assigned(decisions) == {"large": None, "small-0": None, "small-1": None, "small-2": None}
+    assert decisions[0].reason == (
+        "waits: c1 has 160 of its 192 vCPUs free, it needs 192; c1 is held for it, so smaller worksets do not take the "
+        "vCPUs it waits for"
+    )
+    assert decisions[1].reason == "waits: every live cluster is full or held for large, ahead of it"
+
+    # WHEN the small run ends and the next plan is made
+    decisions = plan(queue(), [load("c1", max_worksets=10, vcpus=192, active=0, vcpus_used=0)], now)
+
+    # THEN the large one runs first
+    assert assigned(decisions)["large"] == "c1"
+
+
+def test_without_the_top_rank_a_large_workset_holds_nothing_and_small_ones_fill_the_gap(ready, load, now):
+    worksets = [
+        ready("large", Priority.NORMAL, age_minutes=30, work={"vcpus": 192}),
+        ready("small", Priority.NORMAL, age_minutes=1),
+    ]
+
+    decisions = plan(worksets, [load("c1", max_worksets=10, vcpus=192, active=1, vcpus_used=32)], now)
+
+    assert assigned(decisions) == {"large": None, "small": "c1"}
+    assert "held" not in decisions[0].reason
+
+
+def test_a_hold_closes_one_cluster_only(ready, load, now):
+    loads = [
+        load("cheap", cost_per_vcpu_hour=0.01, max_worksets=10, vcpus=192, active=1, vcpus_used=32),
+        load("dear", cost_per_vcpu_hour=0.05, max_worksets=10, vcpus=64),
+    ]
+    worksets = [ready("large", Priority.URGENT, age_minutes=5, work={"vcpus": 192}), ready("small", age_minutes=1)]
+
+    decisions = plan(worksets, loads, now)
+
+    assert assigned(decisions) == {"large": None, "small": "dear"}
 
 
 def test_random_plans_never_exceed_worksets_or_vcpus(make_workset, make_cluster, now):
@@ -579,8 +675,15 @@ def test_when_no_cluster_fits_the_decision_says_which_is_needed(ready, load, now
     assert decisions[0].cluster is None
     assert decisions[0].need == ClusterNeed(vcpus=128, region="eu-west-1")
     assert decisions[0].reason == (
-        "waits: no live cluster in region eu-west-1 has the 128 vCPUs it needs; cluster needed: 128 vCPUs in eu-west-1"
+        "waits: no live cluster in region eu-west-1 has the 128 vCPUs it needs (the largest, small, has 64); "
+        "cluster needed: 128 vCPUs in eu-west-1"
     )
+
+
+def test_a_region_without_any_live_cluster_says_so_rather_than_blame_the_size(ready, load, now):
+    decisions = plan([ready("ws", work={"region": "eu-west-1"})], [load("c1", region="us-east-1", vcpus=512)], now)
+
+    assert decisions[0].reason == "waits: no live cluster in region eu-west-1; cluster needed: 32 vCPUs in eu-west-1"
 
 
 def test_a_full_cluster_is_no_reason_to_ask_for_another(ready, load, now):

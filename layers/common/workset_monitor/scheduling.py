@@ -16,7 +16,11 @@ The policy, in the order it is applied to each tick's ready worksets:
    `availability_zone`), have room (concurrent worksets, and vCPUs when the cluster declares them) and whose estimated
    cost (vCPU-hours x cost per vCPU-hour) is within its budget, the cheapest; ties go to the less utilized, then to
    the name, so the plan is deterministic.
-5. **Cluster needed.** When no live cluster could take the workset even empty (affinity, size), the decision says
+5. **Holds.** A workset at the top rank (urgent, or raised there by waiting or a near deadline) that waits because
+   no cluster with a free place has its vCPUs free *holds* the cheapest such cluster: nothing later in the plan is
+   placed there, so smaller worksets cannot keep taking the vCPUs it waits for, and it starts as soon as enough of
+   them free up. Without holds a large workset could starve behind a stream of small ones whatever its rank.
+6. **Cluster needed.** When no live cluster could take the workset even empty (affinity, size), the decision says
    which cluster is needed (`ClusterNeed`), for an operator's automation.
 """
 
@@ -158,13 +162,17 @@ def plan(
     known = dependencies or {}
     decisions: list[Decision] = []
     queue: list[_Queued] = []
+    cycles = _dependency_cycles(ready)
 
     for workset in ready:
         if workset.assigned_cluster:
             continue
         missing = _missing_dependencies(workset, known)
         if missing:
-            decisions.append(Decision(workset.workset_id, None, "waits: depends on " + ", ".join(missing)))
+            reason = "waits: depends on " + ", ".join(missing)
+            if workset.workset_id in cycles:
+                reason += f"; a dependency cycle ({cycles[workset.workset_id]}) that never ends: fix their depends_on"
+            decisions.append(Decision(workset.workset_id, None, reason))
             continue
         queue.append(_queued(workset, now, policy))
     queue.sort(key=_order)
@@ -222,6 +230,59 @@ def _missing_dependencies(workset: Workset, known: Mapping[str, State | None]) -
     return missing
 
 
+def _dependency_cycles(ready: Sequence[Workset]) -> dict[str, str]:
+    """The ready worksets whose `depends_on` lead back to themselves through other ready worksets (a workset that
+    names itself included), each with the worksets of its cycle (`a, b`): they would wait for each other forever.
+
+    The cycles are the strongly connected components of the ready worksets' dependency graph (Tarjan's algorithm,
+    without recursion), in time linear in the worksets and their dependencies.
+
+    Limitations: only ready worksets' work files are known to the plan, so a cycle through a workset in another state
+    is not named (that workset is not ready, so its dependents wait for it with its state in their reason).
+    """
+    edges = {workset.workset_id: list(workset.work.depends_on if workset.work else ()) for workset in ready}
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: dict[str, str] = {}
+
+    for root in edges:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, position = work.pop()
+            if position == 0:
+                index[node] = lowest[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            successors = [name for name in edges[node] if name in edges]
+            if position < len(successors):
+                work.append((node, position + 1))
+                successor = successors[position]
+                if successor not in index:
+                    work.append((successor, 0))
+                elif successor in on_stack:
+                    lowest[node] = min(lowest[node], index[successor])
+                continue
+            if lowest[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges[node]:
+                    names = ", ".join(sorted(component))
+                    cycles.update(dict.fromkeys(component, names))
+            if work:
+                parent = work[-1][0]
+                lowest[parent] = min(lowest[parent], lowest[node])
+    return cycles
+
+
 def _queued(workset: Workset, now: datetime, policy: Policy) -> _Queued:
     estimate = policy.run_model.estimate(workset)
     raised = int((now - workset.created_at) / policy.aging) if policy.aging > timedelta(0) else 0
@@ -260,6 +321,8 @@ class _Board:
         self.active = {name: load.active for name, load in self.live.items()}
         self.used = {name: load.vcpus_used for name, load in self.live.items()}
         self.open = {name for name, load in self.live.items() if load.active < load.cluster.max_worksets}
+        self.held: dict[str, str] = {}
+        """Clusters held for a top-rank workset short of vCPUs there (cluster -> workset id): closed to the rest."""
         self._fitting: dict[tuple[str | None, str | None, str | None, int], list[Cluster]] = {}
 
     def fitting(self, workset: Workset, estimate: Estimate) -> list[Cluster]:
@@ -301,7 +364,7 @@ class _Board:
             c for c in affordable if c.name in self.open and _has_room(c, estimate, active[c.name], used[c.name])
         ]
         if not with_room:
-            return Decision(workset.workset_id, None, _full(workset), estimate.vcpus)
+            return self._wait_for_room(queued, affordable)
 
         best = min(with_room, key=lambda c: (_cost(estimate, c), active[c.name] / c.max_worksets, c.name))
         active[best.name] += 1
@@ -317,6 +380,30 @@ class _Board:
             f"worksets{vcpus})"
         )
         return Decision(workset.workset_id, best.name, reason, estimate.vcpus, cost)
+
+    def _wait_for_room(self, queued: _Queued, affordable: Sequence[Cluster]) -> Decision:
+        """The decision for a workset that no affordable cluster has room for now: it waits for a place, or for
+        vCPUs on a cluster that has a place, and then, at the top rank, holds that cluster (see the module's doc)."""
+        workset, estimate = queued.workset, queued.estimate
+        short_of_vcpus = [cluster for cluster in affordable if cluster.name in self.open]
+        if not short_of_vcpus:
+            held_for = sorted({self.held[cluster.name] for cluster in affordable if cluster.name in self.held})
+            return Decision(workset.workset_id, None, _full(workset, held_for), estimate.vcpus)
+
+        best = min(short_of_vcpus, key=lambda c: (_cost(estimate, c), -(c.vcpus - self.used[c.name]), c.name))
+        free = best.vcpus - self.used[best.name]
+        if len(short_of_vcpus) == 1:
+            reason = f"waits: {best.name} has {free} of its {best.vcpus} vCPUs free, it needs {estimate.vcpus}"
+        else:
+            reason = (
+                f"waits: no live cluster with a free place has the {estimate.vcpus} vCPUs it needs free (the "
+                f"cheapest, {best.name}, has {free} of {best.vcpus})"
+            )
+        if queued.rank == 0:
+            self.open.discard(best.name)
+            self.held[best.name] = workset.workset_id
+            reason += f"; {best.name} is held for it, so smaller worksets do not take the vCPUs it waits for"
+        return Decision(workset.workset_id, None, reason, estimate.vcpus)
 
 
 def _fits(cluster: Cluster, workset: Workset, estimate: Estimate) -> bool:
@@ -341,12 +428,12 @@ def _cost(estimate: Estimate, cluster: Cluster) -> float:
     return round(estimate.vcpu_hours * cluster.cost_per_vcpu_hour, 6)
 
 
-def _full(workset: Workset) -> str:
+def _full(workset: Workset, held_for: Sequence[str] = ()) -> str:
     work = workset.work
+    held = f" or held for {', '.join(held_for)}, ahead of it" if held_for else ""
     if work is not None and work.cluster_name is not None:
-        return f"waits: its cluster {work.cluster_name} is full"
-    where = _where(workset)
-    return f"waits: every live cluster{where} is full" if where else "waits: every live cluster is full"
+        return f"waits: its cluster {work.cluster_name} is full{held}"
+    return f"waits: every live cluster{_where(workset)} is full{held}"
 
 
 def _needs_a_cluster(
@@ -369,7 +456,16 @@ def _needs_a_cluster(
     elif not live:
         reason = "waits: no live cluster is registered"
     else:
-        reason = f"waits: no live cluster{_where(workset)} has the {estimate.vcpus} vCPUs it needs"
+        # The clusters of its place, whatever their size: none at all, or none large enough.
+        placed = [load.cluster for load in live.values() if _fits(load.cluster, workset, Estimate(0, 0))]
+        if not placed:
+            reason = f"waits: no live cluster{_where(workset)}"
+        else:
+            largest = max(placed, key=lambda c: (c.vcpus, c.name))
+            reason = (
+                f"waits: no live cluster{_where(workset)} has the {estimate.vcpus} vCPUs it needs "
+                f"(the largest, {largest.name}, has {largest.vcpus})"
+            )
     return Decision(
         workset.workset_id, None, f"{reason}; cluster needed: {_describe(need)}", estimate.vcpus, None, need
     )
