@@ -73,14 +73,14 @@ def workset_in_path(raw: str) -> str:
     """The id of the workset a request is about (`path_id`), named by the `workset_id` key on every later line of
     the invocation (the logger's keys are cleared when the next one starts)."""
     workset_id = path_id(raw)
-    logger.append_keys(workset_id=workset_id)
+    logger.thread_safe_append_keys(workset_id=workset_id)
     return workset_id
 
 
 def cluster_in_path(raw: str) -> str:
     """The name of the cluster a request is about (`path_id`), named by the `cluster` key on every later line."""
     name = path_id(raw)
-    logger.append_keys(cluster=name)
+    logger.thread_safe_append_keys(cluster=name)
     return name
 
 

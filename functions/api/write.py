@@ -132,7 +132,7 @@ def register_workset(request: RegisterRequest) -> Response[dict[str, Any]]:
             f"s3://{request.bucket}/{folder} is not a workset folder: " + sentinel_key_problem(key, config.prefix)
         )
 
-    logger.append_keys(workset_id=sentinel.workset_id)
+    logger.thread_safe_append_keys(workset_id=sentinel.workset_id)
     registration = registrar().on_sentinel(sentinel, None)
 
     publish([measures.registration(registration.outcome.value)])

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from workset_monitor import measures
 from workset_monitor.bucket import WorksetBucket
 from workset_monitor.models import Workset
-from workset_monitor.observability import logger, metrics, publish, traced
+from workset_monitor.observability import log_keys, logger, metrics, publish, traced
 from workset_monitor.sentinels import plan
 from workset_monitor.settings import settings
 from workset_monitor.store import workset_from_image
@@ -41,7 +41,7 @@ def record_handler(record: DynamoDBRecord) -> None:
 
     old = workset_from_image(raw["OldImage"]) if "OldImage" in raw else None
     new = workset_from_image(raw["NewImage"])
-    with logger.append_context_keys(correlation_id=record.event_id, workset_id=new.workset_id):
+    with log_keys(correlation_id=record.event_id, workset_id=new.workset_id):
         mirror(old, new)
 
 

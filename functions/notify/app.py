@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workset_monitor.notifier import notifier_from_settings
-from workset_monitor.observability import logger, metrics, traced
+from workset_monitor.observability import log_keys, logger, metrics, traced
 from workset_monitor.settings import settings
 
 # Every failed record is reported, even when all failed: the response names them, and Lambda retries from the first.
@@ -27,7 +27,7 @@ notifier = notifier_from_settings(settings())
 def record_handler(record: DynamoDBRecord) -> None:
     keys = record.raw_event.get("dynamodb", {}).get("Keys", {})
     workset_id = keys.get("pk", {}).get("S", "").removeprefix("WORKSET#") or None
-    with logger.append_context_keys(correlation_id=record.event_id, workset_id=workset_id):
+    with log_keys(correlation_id=record.event_id, workset_id=workset_id):
         event = notifier.notify(record.raw_event)
 
     if event is not None:

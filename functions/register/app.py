@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from workset_monitor import measures
 from workset_monitor.bucket import WorksetBucket
 from workset_monitor.layout import TRIGGER_SENTINELS, parse_sentinel_key, sentinel_key_problem
-from workset_monitor.observability import logger, publish, traced
+from workset_monitor.observability import log_keys, logger, publish, traced
 from workset_monitor.registration import Registrar
 from workset_monitor.settings import settings
 from workset_monitor.store import WorksetStore
@@ -50,7 +50,7 @@ def register(record: S3EventRecord) -> tuple[str, str] | None:
         logger.warning("event from another bucket, skipped", bucket=record.s3.bucket.name)
         return None
 
-    with logger.append_context_keys(workset_id=sentinel.workset_id):
+    with log_keys(workset_id=sentinel.workset_id):
         s3_object = record.s3.get_object
         # The sequencer orders events of one key; a redelivered event carries the same one.
         registration = registrar().on_sentinel(sentinel, s3_object.get("sequencer") or s3_object.version_id)
@@ -66,7 +66,7 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     for record in event.records:
         # The S3 request that wrote the sentinel follows the workset through this function's lines.
         request_id = (record.get("responseElements") or {}).get("x-amz-request-id")
-        with logger.append_context_keys(correlation_id=request_id, s3_key=unquote_plus(record.s3.get_object.key)):
+        with log_keys(correlation_id=request_id, s3_key=unquote_plus(record.s3.get_object.key)):
             registered = register(record)
         if registered is not None:
             workset_id, outcome = registered

@@ -1,7 +1,8 @@
 """The logger, metrics and tracing every module imports, so all lines share one service name and format.
 
 - `logger`: Powertools Logger, JSON lines. Handlers set the correlation id (the S3 request id, the stream record's
-  event id, the API request id, the schedule event's id) and the `workset_id` key on every line about one workset.
+  event id, the API request id, the schedule event's id) and the `workset_id` key on every line about one workset,
+  per record with `log_keys`.
 - `metrics`: Powertools Metrics for counters without dimensions of their own, flushed by `metrics.log_metrics`.
 - `publish`: measures with dimensions of their own (`measures.py`), each as one EMF line (Powertools `single_metric`),
   since one Metrics flush puts every metric under one dimension set.
@@ -14,7 +15,8 @@ Every metric is in the `WorksetMonitor` namespace with the dimension `service`, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
@@ -32,6 +34,21 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 logger = Logger(service=SERVICE)
 # NOTE: no service given, so the `service` dimension is POWERTOOLS_SERVICE_NAME (the deployment), as single_metric's.
 metrics = Metrics(namespace=NAMESPACE)
+
+
+@contextmanager
+def log_keys(**keys: object) -> Iterator[None]:
+    """`keys` (the record's correlation id, its workset's id) on every line logged inside the block, removed after it
+    so that they never reach the next record's lines or the batch's.
+
+    Powertools' thread-safe keys: where invocations run in threads of one process (the local stack), another
+    invocation neither sees them nor clears them. A new invocation clears them (`inject_lambda_context`).
+    """
+    logger.thread_safe_append_keys(**keys)
+    try:
+        yield
+    finally:
+        logger.thread_safe_remove_keys(keys)
 
 
 def publish(measures: Iterable[Measure]) -> None:
