@@ -16,41 +16,25 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 
 from local.template import Template
-from tests.conftest import FakeLambdaContext, api_event
+from tests.conftest import FakeLambdaContext, api_event, invoke, upload_example
+from tests.conftest import sample_event as sample
 from workset_monitor.models import Cluster
 from workset_monitor.observability import logger
 from workset_monitor.store import WorksetStore
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-EXAMPLE = ROOT / "examples" / "worksets" / "hg002-giab-wgs-30x"
 WORKSET = "hg002-giab-wgs-30x"
+STAGE, DEPLOYMENT_REGION = "dev", "us-west-2"
+"""The deployment the sample events name."""
 SERVICE = "workset-monitor-dev"
 """The metrics' service dimension: the template's POWERTOOLS_SERVICE_NAME for Stage=dev."""
-
-
-@pytest.fixture
-def stage() -> str:
-    return "dev"
-
-
-@pytest.fixture
-def region() -> str:
-    return "us-west-2"
-
-
-def sample(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((ROOT / "events" / name).read_text())
-    return event
 
 
 Lines = Callable[[], list[dict[str, Any]]]
@@ -104,10 +88,6 @@ def current_keys() -> set[str]:
     return {*logger.get_current_keys(), *logger.thread_safe_get_current_keys()}
 
 
-def invoke(load_function: Callable[[str], ModuleType], logical_id: str, event: dict[str, Any]) -> Any:
-    return load_function(logical_id).lambda_handler(event, FakeLambdaContext(logical_id))
-
-
 def about_the_workset(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Lines that name the workset anywhere (in the message or a field)."""
     return [line for line in lines if WORKSET in json.dumps({k: v for k, v in line.items() if k != "workset_id"})]
@@ -115,13 +95,9 @@ def about_the_workset(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def uploaded(deployed: Template) -> dict[str, Any]:
-    """The example folder in the bucket where the register sample event says its sentinel is."""
+    """The register sample event, the example folder in the bucket where it says its sentinel is."""
     event = sample("register-s3-ready.json")
-    s3 = boto3.client("s3", region_name="us-west-2")
-    bucket = event["Records"][0]["s3"]["bucket"]["name"]
-    folder = event["Records"][0]["s3"]["object"]["key"].rpartition("/")[0]
-    for path in sorted(p for p in EXAMPLE.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), bucket, f"{folder}/{path.relative_to(EXAMPLE).as_posix()}")
+    upload_example(event)
     return event
 
 
