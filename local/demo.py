@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -183,6 +183,7 @@ def main() -> int:
         print_notifications(inbox.messages)
         wait_for(lambda: channels.until_settled(RETRIED), "the notifications of every channel", seconds=30)
         channels.print_deliveries(stack)
+        print_metrics(LOCAL_DIR / "demo-stack.log")
 
         summary = {name: (workset["state"], workset["attempt"]) for name, workset in outcomes.items()}
         ok = summary == {VALID: ("complete", 1), RETRIED: ("complete", 2)} and invalid["state"] == "error"
@@ -455,6 +456,50 @@ class DemoChannels:
 
 
 # --- end of notifications per channel --------------------------------------------------------------------------------
+
+
+# --- the metrics the functions emitted ------------------------------------------------------------------------------
+# The functions print their metrics in CloudWatch's embedded metric format (EMF): one JSON line each, which Lambda's
+# log would turn into CloudWatch metrics. Locally they land in the stack's log, read back here.
+
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A metric's name and its dimensions (name, value), as CloudWatch tells metrics apart."""
+
+
+def emitted_metrics(lines: Iterable[str], *, hidden: Collection[str] = ("service",)) -> dict[MetricKey, list[float]]:
+    """Every data point in the EMF lines among `lines`, by metric name and dimensions (those in `hidden` left out).
+    Lines that are not EMF are skipped."""
+    points: dict[MetricKey, list[float]] = {}
+    for line in lines:
+        if '"_aws"' not in line:
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue  # NOTE: lines of threads printing at once can interleave in the local stack's log
+
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for dimension_names in directive["Dimensions"]:
+                dimensions = tuple((name, str(document[name])) for name in dimension_names if name not in hidden)
+                for metric in directive["Metrics"]:
+                    values = document[metric["Name"]]
+                    key = (metric["Name"], dimensions)
+                    points.setdefault(key, []).extend(values if isinstance(values, list) else [values])
+    return points
+
+
+def print_metrics(log: Path) -> None:
+    """A summary of the metrics the functions emitted: per metric and dimensions, the data points and their sum and
+    largest value."""
+    points = emitted_metrics(log.read_text(errors="replace").splitlines())
+    print(f"\nmetrics the functions emitted (EMF lines in {log.relative_to(ROOT)}, namespace WorksetMonitor):")
+    print(f"  {'metric':<20} {'dimensions':<44} {'points':>6} {'sum':>10} {'max':>10}")
+    shown = ""
+    for (name, dimensions), values in sorted(points.items()):
+        label = " ".join(f"{dimension}={value}" for dimension, value in dimensions) or "-"
+        totals = f"{len(values):>6} {sum(values):>10.6g} {max(values):>10.6g}"
+        print(f"  {name if name != shown else '':<20} {label:<44} {totals}")
+        shown = name
 
 
 def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ QUEUE = "AWS::SQS::Queue"
 FUNCTION = "AWS::Serverless::Function"
 LAYER = "AWS::Serverless::LayerVersion"
 API = "AWS::Serverless::Api"
+KMS_KEY = "AWS::KMS::Key"
 
 # Queues first: a topic or a bucket may name a queue's URL; tables and buckets only need names known beforehand.
 # Subscriptions last: they name a topic and an endpoint.
@@ -368,6 +370,11 @@ class Template:
         if kind == API:
             api_id = re.sub(r"[^a-z0-9]", "", logical_id.lower())[:10]
             return PhysicalResource(logical_id, kind, api_id, {"RootResourceId": f"{api_id}root"})
+        if kind == KMS_KEY:
+            # NOTE: keys are not created locally (the emulator's topics take any key id); the id is a stable stand-in.
+            key_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.stack_name}/{logical_id}"))
+            arn = f"{arn_prefix}:kms:{self.region}:{self.account_id}:key/{key_id}"
+            return PhysicalResource(logical_id, kind, key_id, {"Arn": arn, "KeyId": key_id})
         return PhysicalResource(logical_id, kind, f"{self.stack_name}-{logical_id}-local")
 
     # --- deployment ----------------------------------------------------------------------------------------------

@@ -48,15 +48,36 @@ class FakeLambdaContext:
 
 
 @pytest.fixture
-def stage() -> str:
-    """The template's Stage parameter; a test module may override this fixture."""
-    return "test"
+def stage(request: pytest.FixtureRequest) -> str:
+    """The template's Stage parameter: "test", or the test module's STAGE (or override this fixture)."""
+    return str(getattr(request.module, "STAGE", "test"))
 
 
 @pytest.fixture
-def region() -> str:
-    """The region resources are created in; a test module may override this fixture."""
-    return REGION
+def region(request: pytest.FixtureRequest) -> str:
+    """The region resources are created in: REGION, or the test module's DEPLOYMENT_REGION."""
+    return str(getattr(request.module, "DEPLOYMENT_REGION", REGION))
+
+
+def sample_event(name: str) -> dict[str, Any]:
+    """A sample event of events/ (they name the deployment Stage=dev in us-west-2)."""
+    event: dict[str, Any] = json.loads((ROOT / "events" / name).read_text())
+    return event
+
+
+def upload_example(event: dict[str, Any], example: str = "hg002-giab-wgs-30x") -> None:
+    """Upload examples/worksets/<example> into the folder whose sentinel the S3 event's first record names."""
+    folder_path = ROOT / "examples" / "worksets" / example
+    s3 = boto3.client("s3", region_name=event["Records"][0]["awsRegion"])
+    bucket = event["Records"][0]["s3"]["bucket"]["name"]
+    folder = event["Records"][0]["s3"]["object"]["key"].rpartition("/")[0]
+    for path in sorted(p for p in folder_path.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"{folder}/{path.relative_to(folder_path).as_posix()}")
+
+
+def invoke(load_function: Callable[[str], ModuleType], logical_id: str, event: Any) -> Any:
+    """Run a function's handler, loaded afresh, on `event`."""
+    return load_function(logical_id).lambda_handler(event, FakeLambdaContext(logical_id))
 
 
 @pytest.fixture

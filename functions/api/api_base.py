@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from workset_monitor import measures
 from workset_monitor.errors import (
     ClusterNotFound,
     ClusterRetired,
@@ -30,7 +31,7 @@ from workset_monitor.errors import (
     WorksetNotFound,
 )
 from workset_monitor.lifecycle import Lifecycle
-from workset_monitor.observability import logger
+from workset_monitor.observability import logger, publish
 from workset_monitor.settings import settings
 from workset_monitor.store import InvalidPageToken, WorksetStore
 
@@ -66,6 +67,21 @@ def lifecycle() -> Lifecycle:
 def path_id(raw: str) -> str:
     """A workset id (or cluster name) from the path: percent-decoded, in Unicode's composed form (NFC), as stored."""
     return unicodedata.normalize("NFC", unquote(raw))
+
+
+def workset_in_path(raw: str) -> str:
+    """The id of the workset a request is about (`path_id`), named by the `workset_id` key on every later line of
+    the invocation (the logger's keys are cleared when the next one starts)."""
+    workset_id = path_id(raw)
+    logger.thread_safe_append_keys(workset_id=workset_id)
+    return workset_id
+
+
+def cluster_in_path(raw: str) -> str:
+    """The name of the cluster a request is about (`path_id`), named by the `cluster` key on every later line."""
+    name = path_id(raw)
+    logger.thread_safe_append_keys(cluster=name)
+    return name
 
 
 class ErrorDetail(BaseModel):
@@ -132,6 +148,9 @@ def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:
     def handle_domain_error(exc: WorksetError) -> Response[Any]:
         status, code = ERROR_STATUS.get(type(exc), (400, "bad_request"))
         logger.info("request refused", status=status, code=code, reason=str(exc))
+        conflict = measures.lock_conflict(code)
+        if conflict is not None:
+            publish([conflict])
         return error(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id
+from api_base import answer_errors_in_one_shape, answers, cluster_in_path, cors, lifecycle, workset_in_path
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
@@ -27,7 +27,7 @@ from views import (
 )
 
 from workset_monitor.models import Cluster, Priority, State, Workset, to_json_dict, utcnow
-from workset_monitor.observability import logger, metrics
+from workset_monitor.observability import logger, metrics, traced
 from workset_monitor.scheduling import is_live
 
 HISTORY_SHOWN = 100
@@ -122,7 +122,7 @@ def list_worksets(
     responses=answers(WorksetDetail, 404),
 )
 def get_workset(workset_id: Id) -> dict[str, Any]:
-    workset, history = lifecycle().store.get_with_history(path_id(workset_id), limit=HISTORY_SHOWN)
+    workset, history = lifecycle().store.get_with_history(workset_in_path(workset_id), limit=HISTORY_SHOWN)
     return {
         **to_json_dict(workset),
         "history": [to_json_dict(entry) for entry in history],
@@ -136,10 +136,10 @@ def get_workset(workset_id: Id) -> dict[str, Any]:
     responses=answers(HistoryPage, 404),
 )
 def get_history(workset_id: Id, limit: Limit = 100, next_token: PageToken = None) -> dict[str, Any]:
-    store = lifecycle().store
-    entries, token = store.history(path_id(workset_id), limit=limit, page_token=next_token)
+    store, workset_id = lifecycle().store, workset_in_path(workset_id)
+    entries, token = store.history(workset_id, limit=limit, page_token=next_token)
     if not entries and next_token is None:
-        store.get(path_id(workset_id), consistent=False)  # no history at all: 404 unless the workset exists
+        store.get(workset_id, consistent=False)  # no history at all: 404 unless the workset exists
     return {"history": [to_json_dict(entry) for entry in entries], "next_token": token}
 
 
@@ -201,10 +201,11 @@ def list_clusters() -> dict[str, Any]:
 
 @app.get("/clusters/<name>", summary="One cluster", responses=answers(Cluster, 404))
 def get_cluster(name: str) -> dict[str, Any]:
-    return to_json_dict(lifecycle().store.get_cluster(path_id(name)))
+    return to_json_dict(lifecycle().store.get_cluster(cluster_in_path(name)))
 
 
 @metrics.log_metrics
+@traced
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id
+from api_base import answer_errors_in_one_shape, answers, cluster_in_path, cors, lifecycle, workset_in_path
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.logging import correlation_paths
@@ -15,11 +15,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 from views import Registered
 
+from workset_monitor import measures
 from workset_monitor.bucket import FolderSnapshot, WorksetBucket
 from workset_monitor.errors import FolderNotFound, NotAWorksetFolder
 from workset_monitor.layout import SENTINEL_READY, parse_sentinel_key, sentinel_key_problem
 from workset_monitor.models import Cluster, ClusterStatus, ErrorCategory, State, Workset, to_json_dict, utcnow
-from workset_monitor.observability import logger, metrics
+from workset_monitor.observability import logger, metrics, publish, traced
 from workset_monitor.registration import Outcome, Registrar
 from workset_monitor.settings import settings
 
@@ -131,9 +132,10 @@ def register_workset(request: RegisterRequest) -> Response[dict[str, Any]]:
             f"s3://{request.bucket}/{folder} is not a workset folder: " + sentinel_key_problem(key, config.prefix)
         )
 
+    logger.thread_safe_append_keys(workset_id=sentinel.workset_id)
     registration = registrar().on_sentinel(sentinel, None)
 
-    metrics.add_metric(name=f"Registration_{registration.outcome}", unit="Count", value=1)
+    publish([measures.registration(registration.outcome.value)])
     status = 201 if registration.outcome is Outcome.REGISTERED else 200
     body = {**to_json_dict(registration.workset), "outcome": registration.outcome.value}
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
@@ -146,7 +148,7 @@ def register_workset(request: RegisterRequest) -> Response[dict[str, Any]]:
 )
 def claim_workset(workset_id: Id, request: ClaimRequest) -> dict[str, Any]:
     workset = lifecycle().claim(
-        path_id(workset_id), owner=request.owner, cluster=request.cluster, lease_seconds=request.lease_seconds
+        workset_in_path(workset_id), owner=request.owner, cluster=request.cluster, lease_seconds=request.lease_seconds
     )
     metrics.add_metric(name="Claims", unit="Count", value=1)
     return to_json_dict(workset)
@@ -159,7 +161,11 @@ def claim_workset(workset_id: Id, request: ClaimRequest) -> dict[str, Any]:
 )
 def release_workset(workset_id: Id, request: ReleaseRequest) -> dict[str, Any]:
     workset = lifecycle().change_state(
-        path_id(workset_id), State.READY, actor=request.actor, reason=request.reason, lease_token=request.lease_token
+        workset_in_path(workset_id),
+        State.READY,
+        actor=request.actor,
+        reason=request.reason,
+        lease_token=request.lease_token,
     )
     return to_json_dict(workset)
 
@@ -171,7 +177,7 @@ def release_workset(workset_id: Id, request: ReleaseRequest) -> dict[str, Any]:
 )
 def heartbeat(workset_id: Id, request: HeartbeatRequest) -> dict[str, Any]:
     workset = lifecycle().heartbeat(
-        path_id(workset_id),
+        workset_in_path(workset_id),
         lease_token=request.lease_token,
         lease_seconds=request.lease_seconds,
         progress=request.progress,
@@ -181,7 +187,9 @@ def heartbeat(workset_id: Id, request: HeartbeatRequest) -> dict[str, Any]:
 
 def _act(workset_id: str, to_state: State, request: ActionRequest | None) -> dict[str, Any]:
     request = request or ActionRequest()
-    workset = lifecycle().change_state(path_id(workset_id), to_state, actor=request.actor, reason=request.reason)
+    workset = lifecycle().change_state(
+        workset_in_path(workset_id), to_state, actor=request.actor, reason=request.reason
+    )
     return to_json_dict(workset)
 
 
@@ -228,7 +236,7 @@ def restore(workset_id: Id, request: ActionRequest | None = None) -> dict[str, A
 )
 def change_state(workset_id: Id, request: StateChangeRequest) -> dict[str, Any]:
     workset = lifecycle().change_state(
-        path_id(workset_id),
+        workset_in_path(workset_id),
         request.state,
         actor=request.actor,
         reason=request.reason,
@@ -257,7 +265,7 @@ def register_cluster(registration: ClusterRegistration) -> dict[str, Any]:
 )
 def cluster_heartbeat(name: str, request: ClusterHeartbeat | None = None) -> dict[str, Any]:
     status = request.status if request else None
-    return to_json_dict(lifecycle().store.touch_cluster(path_id(name), at=utcnow(), status=status))
+    return to_json_dict(lifecycle().store.touch_cluster(cluster_in_path(name), at=utcnow(), status=status))
 
 
 @app.delete(
@@ -266,12 +274,13 @@ def cluster_heartbeat(name: str, request: ClusterHeartbeat | None = None) -> dic
     responses=answers(Cluster, 404),
 )
 def retire_cluster(name: str) -> dict[str, Any]:
-    cluster = lifecycle().store.retire_cluster(path_id(name))
+    cluster = lifecycle().store.retire_cluster(cluster_in_path(name))
     logger.info("cluster retired", cluster=cluster.name)
     return to_json_dict(cluster)
 
 
 @metrics.log_metrics
+@traced
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

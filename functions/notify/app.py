@@ -3,7 +3,8 @@
 The channels come from `NOTIFY_CHANNELS` and are checked when the function starts: a configuration that cannot work
 fails every invocation with a message naming the problem, instead of failing at the first notification. Records are
 processed one by one; a record that some channel could not take is reported as a batch item failure, so Lambda
-retries it, and each channel is given each event once (see `workset_monitor.notifier`).
+retries it, and each channel is given each event once (see `workset_monitor.notifier`). Each record's lines carry
+its stream event id as the correlation id, and the workset's id.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workset_monitor.notifier import notifier_from_settings
-from workset_monitor.observability import logger, metrics
+from workset_monitor.observability import log_keys, logger, metrics, traced
 from workset_monitor.settings import settings
 
 # Every failed record is reported, even when all failed: the response names them, and Lambda retries from the first.
@@ -25,15 +26,16 @@ notifier = notifier_from_settings(settings())
 
 def record_handler(record: DynamoDBRecord) -> None:
     keys = record.raw_event.get("dynamodb", {}).get("Keys", {})
-    workset_id = keys.get("pk", {}).get("S", "").removeprefix("WORKSET#")
-    logger.append_keys(stream_event_id=record.event_id, workset_id=workset_id)
+    workset_id = keys.get("pk", {}).get("S", "").removeprefix("WORKSET#") or None
+    with log_keys(correlation_id=record.event_id, workset_id=workset_id):
+        event = notifier.notify(record.raw_event)
 
-    event = notifier.notify(record.raw_event)
     if event is not None:
         metrics.add_metric(name="Notifications", unit="Count", value=1)
 
 
 @metrics.log_metrics
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     notifier.begin_batch(context)

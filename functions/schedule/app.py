@@ -1,14 +1,20 @@
-"""Schedule function: on each tick, release expired leases, retry, and assign ready worksets to clusters."""
+"""Schedule function: on each tick, release expired leases, retry, and assign ready worksets to clusters.
+
+Each tick publishes the queue's depth by state and priority, the oldest ready workset's age, and its decisions
+(`measures.tick`), from what it read anyway. Its lines carry the schedule event's id as the correlation id.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from workset_monitor import measures
 from workset_monitor.cluster_needs import ClusterNeedEvents
-from workset_monitor.observability import logger, metrics
+from workset_monitor.observability import logger, publish, traced
 from workset_monitor.scheduler import Scheduler
 from workset_monitor.scheduling import Policy
 from workset_monitor.settings import settings
@@ -31,17 +37,12 @@ def scheduler() -> Scheduler:
     return _scheduler
 
 
-@metrics.log_metrics
-@logger.inject_lambda_context(clear_state=True)
+@traced
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = scheduler().tick()
 
-    metrics.add_metric(name="LeasesExpired", unit="Count", value=len(report.expired))
-    metrics.add_metric(name="WorksetsRetried", unit="Count", value=len(report.retried))
-    metrics.add_metric(name="WorksetsUnassigned", unit="Count", value=len(report.unassigned))
-    metrics.add_metric(name="WorksetsAssigned", unit="Count", value=len(report.assigned))
-    metrics.add_metric(name="WorksetsWaiting", unit="Count", value=len(report.waiting))
-    metrics.add_metric(name="ClustersNeeded", unit="Count", value=len(report.needed))
+    publish(measures.tick(report))
     logger.info(
         "tick done",
         expired=len(report.expired),

@@ -364,7 +364,7 @@ def test_the_resources_are_the_templates(stack: LocalStack) -> None:
 
     topic = sns.get_topic_attributes(TopicArn=stack.resources["WorksetTopic"])["Attributes"]
     assert topic["TopicArn"].endswith(":workset-monitor-local-events")
-    assert topic["KmsMasterKeyId"] == "alias/aws/sns"
+    assert topic["KmsMasterKeyId"] == stack.template.physical("WorksetTopicKey").ref  # the stack's key, not created
 
     queue = sqs.get_queue_attributes(QueueUrl=stack.resources["NotifyFailureQueue"], AttributeNames=["All"])
     assert queue["Attributes"]["QueueArn"].endswith(":workset-monitor-local-notify-failures")

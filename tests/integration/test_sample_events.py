@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -12,43 +11,21 @@ import boto3
 import pytest
 
 from local.template import Template
-from tests.conftest import FakeLambdaContext
+from tests.conftest import invoke, upload_example
+from tests.conftest import sample_event as sample
 from workset_monitor.models import State
 from workset_monitor.store import WorksetStore
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-EXAMPLE = ROOT / "examples" / "worksets" / "hg002-giab-wgs-30x"
-
-
-@pytest.fixture
-def stage() -> str:
-    return "dev"
-
-
-@pytest.fixture
-def region() -> str:
-    return "us-west-2"
-
-
-def sample(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((ROOT / "events" / name).read_text())
-    return event
-
-
-def invoke(load_function: Callable[[str], ModuleType], logical_id: str, event: dict[str, Any]) -> Any:
-    return load_function(logical_id).lambda_handler(event, FakeLambdaContext(logical_id))
+STAGE, DEPLOYMENT_REGION = "dev", "us-west-2"
+"""The deployment the sample events name."""
 
 
 @pytest.fixture
 def registered(deployed: Template, load_function: Callable[[str], ModuleType]) -> dict[str, Any]:
     event = sample("register-s3-ready.json")
-    s3 = boto3.client("s3", region_name="us-west-2")
-    bucket = event["Records"][0]["s3"]["bucket"]["name"]
-    folder = event["Records"][0]["s3"]["object"]["key"].rpartition("/")[0]
-    for path in sorted(p for p in EXAMPLE.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), bucket, f"{folder}/{path.relative_to(EXAMPLE).as_posix()}")
+    upload_example(event)
 
     result: dict[str, Any] = invoke(load_function, "RegisterFunction", event)
     return result

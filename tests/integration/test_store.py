@@ -137,6 +137,25 @@ def test_a_heartbeat_extends_the_lease_without_a_history_entry(store: WorksetSto
     assert len(store.full_history("w1")) == 2  # registered, claimed
 
 
+def test_each_workset_says_since_when_it_is_in_its_state_heartbeats_and_assignments_aside(store: WorksetStore) -> None:
+    # GIVEN a workset registered, then claimed, and started an hour later
+    registered = store.register(new_workset("w1"), actor="register")
+    claimed = store.claim(registered, owner="agent-a", cluster="c1", lease_seconds=600)
+    assert claimed.lease is not None
+    started_at = claimed.updated_at + timedelta(hours=1)
+    running = store.transition(
+        claimed, State.IN_PROGRESS, actor="agent-a", lease_token=claimed.lease.token, now=started_at
+    )
+
+    # WHEN its agent heartbeats
+    beaten = store.heartbeat("w1", lease_token=claimed.lease.token, lease_seconds=600)
+
+    # THEN each state is dated from when it was entered, and a heartbeat does not move it
+    assert registered.state_since == registered.created_at
+    assert store.get("w1").state_since == beaten.state_since == running.state_since == started_at
+    assert beaten.updated_at != running.updated_at
+
+
 def test_the_scheduler_expires_a_lease_past_the_clock_skew_allowance_only(store: WorksetStore) -> None:
     workset = store.register(new_workset("w1"), actor="register")
     claimed = store.claim(workset, owner="agent-a", cluster="c1", lease_seconds=60)

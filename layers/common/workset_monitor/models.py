@@ -128,6 +128,9 @@ class Workset(BaseModel):
     lease: Lease | None = None
     progress: str | None = Field(default=None, description="The agent's last reported step: staging, exporting...")
     retry_at: datetime | None = Field(default=None, description="When a failed attempt goes back to ready by itself.")
+    state_since: datetime | None = Field(
+        default=None, description="When the workset entered its current state (none on worksets older than this field)."
+    )
     sentinel: str | None = Field(default=None, description="The sentinel whose event last changed the workset.")
     sentinel_sequencer: str | None = Field(
         default=None, description="The S3 sequencer of that event, to spot redelivered and out-of-order events."

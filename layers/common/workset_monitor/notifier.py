@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import boto3
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -34,6 +34,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import measures
 from .channels.http import Deadline, DeliveryFailed
 from .channels.linear import LinearChannel
 from .channels.sns import SnsChannel
@@ -41,7 +42,7 @@ from .channels.webhook import WebhookChannel
 from .credentials import SecretReader
 from .events import WorksetEvent, describe_change
 from .incidents import IncidentStore
-from .observability import logger, metrics
+from .observability import logger, metrics, publish
 from .routing import (
     ChannelConfig,
     ConfigurationError,
@@ -205,11 +206,7 @@ class Notifier:
 
     def finish_batch(self) -> dict[tuple[str, str], int]:
         """Publish the batch's counts per channel (Delivered, AlreadyDelivered, DeliveryFailed) as metrics."""
-        for (metric, channel), count in sorted(self._counts.items()):
-            with single_metric(
-                name=metric, unit=MetricUnit.Count, value=count, namespace=metrics.namespace
-            ) as per_channel:
-                per_channel.add_dimension(name="channel", value=channel)
+        publish(measures.deliveries(self._counts))
         return dict(self._counts)
 
     # --- a record ------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class Registrar:
 
         workset = self._new_workset(sentinel, sequencer, now)
         try:
-            self.store.register(workset, actor=ACTOR, reason=_registration_reason(workset, sentinel))
+            workset = self.store.register(workset, actor=ACTOR, reason=_registration_reason(workset, sentinel))
         except WorksetExists:
             # Another delivery of this event, or another sentinel, won the race; what it wrote stands.
             existing = self.store.get(sentinel.workset_id)

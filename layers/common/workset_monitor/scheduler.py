@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConcurrentUpdate, TransitionRefused
 from .models import Cluster, ErrorCategory, State, Workset, utcnow
 from .observability import logger
-from .scheduling import DEFAULT_POLICY, Decision, Policy, clusters_needed, is_live, plan
+from .scheduling import DEFAULT_POLICY, ClusterLoad, Decision, Policy, clusters_needed, is_live, plan
 from .store import WorksetStore
 
 ACTOR = "scheduler"
@@ -31,6 +31,7 @@ Announce = Callable[[Sequence[Mapping[str, Any]]], None]
 
 @dataclass
 class TickReport:
+    at: datetime = field(default_factory=utcnow)
     expired: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     unassigned: list[str] = field(default_factory=list)
@@ -40,6 +41,12 @@ class TickReport:
     """Assignments the store refused: the workset changed, or another tick filled the cluster first."""
     needed: list[dict[str, Any]] = field(default_factory=list)
     conflicts: int = 0
+    queue: dict[State, int] = field(default_factory=dict)
+    """Worksets per live state (ready, locked, in_progress) as the tick left them, from what it read."""
+    ready: list[Workset] = field(default_factory=list)
+    """The ready worksets the tick planned with (for the queue's metrics)."""
+    loads: list[ClusterLoad] = field(default_factory=list)
+    """The clusters and their load as the tick planned with them."""
 
     def summary(self, at: datetime, shown: int = TICK_DECISIONS_SHOWN) -> dict[str, Any]:
         """What `GET /scheduler/stats` shows of this tick: counts, and the first `shown` decisions of each kind."""
@@ -84,12 +91,15 @@ class Scheduler:
         assignment also on its cluster's room (the store's capacity guard), so the loser of a race only counts a
         conflict."""
         now = now or utcnow()
-        report = TickReport()
+        report = TickReport(at=now)
 
         for state in (State.LOCKED, State.IN_PROGRESS):
+            report.queue[state] = 0
             for workset in self.store.worksets_in(state):
                 if self._lease_expired(workset, now) and self._expire(workset, now, report):
                     report.expired.append(workset.workset_id)
+                else:
+                    report.queue[state] += 1
 
         for workset in self.store.due_retries(now):
             if self._retry(workset, now, report):
@@ -106,6 +116,9 @@ class Scheduler:
             ready[workset.workset_id] = workset
         if report.unassigned:
             loads = self.store.cluster_loads()  # the take-backs freed room the first read did not see
+
+        report.queue[State.READY] = len(ready)
+        report.ready, report.loads = list(ready.values()), loads
 
         dependencies = self._dependencies(ready.values())
         clusters = {load.cluster.name: load.cluster for load in loads}

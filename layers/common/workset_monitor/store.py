@@ -287,7 +287,10 @@ class WorksetStore:
     # --- worksets: writes ------------------------------------------------------------------------------------------
 
     def register(self, workset: Workset, *, actor: str, reason: str = "") -> Workset:
-        """Write a new workset and its first history entry. Raise `WorksetExists` when the id is taken."""
+        """Write a new workset and its first history entry; returns it as written (in its state since its creation,
+        unless it says otherwise). Raise `WorksetExists` when the id is taken."""
+        if workset.state_since is None:
+            workset = workset.model_copy(update={"state_since": workset.created_at})
         entry = _history_entry(workset, None, "registered", actor, reason)
         try:
             self._write(workset, entry, condition="attribute_not_exists(pk)", values={})
@@ -312,7 +315,8 @@ class WorksetStore:
 
         An agent passes its `lease_token`; the write is refused with `LeaseLost` unless it is the current lease.
         Leaving `ready` drops the scheduler's assignment; leaving `locked` and `in_progress` drops the lease and the
-        progress. Entering `error` sets `retry_at` by the retry policy (`retries.retry_at`).
+        progress. Entering `error` sets `retry_at` by the retry policy (`retries.retry_at`). `state_since` becomes
+        `now`.
         """
         check_transition(workset.workset_id, workset.state, to_state)
         _check_lease(workset, lease_token)
@@ -323,6 +327,7 @@ class WorksetStore:
             "error_category": error_category if to_state is State.ERROR else None,
             "error_reasons": _capped(error_reasons) if to_state is State.ERROR else (),
             "retry_at": None,
+            "state_since": now,
             **(changes or {}),
         }
         if to_state not in (State.LOCKED, State.IN_PROGRESS):
