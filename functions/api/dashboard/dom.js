@@ -42,21 +42,26 @@ export function fill(element, ...children) {
 
 /** A bar `value` of `max` long, with its words beside it. The width is set through the CSSOM, which the page's
  * Content-Security-Policy allows (an inline style attribute it would refuse). */
-export function bar(value, max, words, kind = "") {
+export function bar(value, max, words, kind = null) {
   const share = max > 0 ? Math.min(value / max, 1) : 0;
   const inner = h("span", { class: "bar-fill" });
   inner.style.width = `${(share * 100).toFixed(1)}%`;
   return h(
     "span",
-    { class: `bar ${kind}`.trim() },
+    { class: kind ? `bar ${tone(kind)}` : "bar" },
     h("span", { class: "bar-track", role: "presentation" }, inner),
     h("span", { class: "bar-words" }, words),
   );
 }
 
-/** A state or status as a coloured label. */
+/** The class that colours an element for a state, priority or cluster status (style.css, "tones"). */
+export function tone(kind) {
+  return `tone-${String(kind).replace(/[^a-z_]/g, "")}`;
+}
+
+/** A state, priority or status as a coloured label. */
 export function badge(text, kind = text) {
-  return h("span", { class: `badge badge-${String(kind).replace(/[^a-z_-]/g, "")}` }, text);
+  return h("span", { class: `badge ${tone(kind)}` }, text);
 }
 
 export function humanState(state) {

@@ -2,7 +2,7 @@
 // scheduler's facts, the clusters with their load, the worksets table, one workset's timeline and the recent
 // scheduler decisions. Each function replaces what its element holds; all values go in as text (see dom.js).
 
-import { badge, bar, clock, count, dollars, fill, h, humanState, when } from "./dom.js";
+import { badge, bar, clock, count, dollars, fill, h, humanState, tone, when } from "./dom.js";
 
 export const STATES = ["ready", "locked", "in_progress", "complete", "error", "canceled", "ignored", "archived"];
 export const PRIORITIES = ["urgent", "normal", "low"];
@@ -17,7 +17,7 @@ export function renderStates(element, queue, { chosen, onChoose }) {
       "button",
       {
         type: "button",
-        class: `state state-${state}${chosen === state ? " chosen" : ""}`,
+        class: `state ${tone(state)}${chosen === state ? " chosen" : ""}`,
         "data-state": state,
         "aria-pressed": String(chosen === state),
         title: chosen === state ? "show every state" : `show the ${humanState(state)} worksets`,
@@ -50,7 +50,7 @@ export function renderPriorities(element, queue) {
         "div",
         { class: "priority-row", "data-priority": priority },
         h("span", { class: "priority-name" }, priority),
-        bar(ready[priority] || 0, total, count(ready[priority]), `priority-${priority}`),
+        bar(ready[priority] || 0, total, count(ready[priority]), priority),
       ),
     ),
   );
@@ -127,7 +127,7 @@ export function renderWorksets(tbody, page, { selected, onSelect }) {
         badge(humanState(workset.state), workset.state),
         workset.error_category ? h("span", { class: "sub" }, ` ${workset.error_category}`) : null,
       ),
-      h("td", {}, badge(workset.priority, `priority-${workset.priority}`)),
+      h("td", {}, badge(workset.priority)),
       h("td", { class: "num" }, `${workset.attempt} / ${workset.max_attempts}`),
       h("td", { class: "num" }, count(workset.sample_count)),
       h("td", {}, workset.cluster || workset.assigned_cluster || ""),
@@ -155,7 +155,7 @@ export function renderDetail(element, detail, { onClose, onLoadEarlier }) {
     { class: "detail-head" },
     h("h3", { class: "detail-id", "data-workset": workset.workset_id }, workset.workset_id),
     badge(humanState(workset.state), workset.state),
-    badge(workset.priority, `priority-${workset.priority}`),
+    badge(workset.priority),
     close,
   );
   fill(element, header, worksetFacts(workset), reasonsList(workset), timelineList(timeline, onLoadEarlier));
@@ -221,7 +221,7 @@ function timelineEntry(entry) {
       : [h("span", { class: "event" }, entry.event), into];
   return h(
     "li",
-    { class: `entry entry-${entry.to_state}`, "data-version": entry.version },
+    { class: `entry ${tone(entry.to_state)}`, "data-version": entry.version },
     h("div", { class: "change" }, change),
     h(
       "div",
