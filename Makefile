@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 SAM_VENV ?= .venv-sam
 PY := $(VENV)/bin/python
+CHROMIUM ?= /usr/bin/chromium
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/common
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv test unit integration e2e lint typecheck validate-sam demo local clean bench bench-scheduler openapi
+.PHONY: help venv browser test unit integration e2e lint typecheck validate-sam demo local clean bench bench-scheduler openapi
 
 help:
 	@echo "make demo      run a real workset through the local stack, end to end"
@@ -26,7 +27,16 @@ $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyprojec
 
 venv: $(VENV)/.installed
 
-test: venv lint typecheck
+# The dashboard's browser test drives Debian's Chromium (Playwright's own browser download cannot work offline).
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the dashboard's browser test"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+browser: $(CHROMIUM)
+	@:
+
+test: venv browser lint typecheck
 	$(PY) -m pytest
 
 unit: venv

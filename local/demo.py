@@ -29,6 +29,7 @@ import boto3
 
 from agent.client import ApiClient, ApiError
 from local.receivers import FakeLinear, WebhookReceiver
+from workset_cli.dashboard import ViewerCredentials, dashboard_url
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "worksets"
@@ -183,6 +184,7 @@ def main() -> int:
         print_notifications(inbox.messages)
         wait_for(lambda: channels.until_settled(RETRIED), "the notifications of every channel", seconds=30)
         channels.print_deliveries(stack)
+        print_dashboard(stack)
         print_metrics(LOCAL_DIR / "demo-stack.log")
 
         summary = {name: (workset["state"], workset["attempt"]) for name, workset in outcomes.items()}
@@ -194,6 +196,16 @@ def main() -> int:
             f"demo {'passed' if ok else 'FAILED'}"
         )
         return 0 if ok else 1
+
+
+def print_dashboard(stack: Stack) -> None:
+    """The dashboard's local address, signed in with the local keys through its fragment (see `workset dashboard`)."""
+    keys = ViewerCredentials(LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"], LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    print()
+    _say(
+        f"dashboard, while this stack runs: {dashboard_url(stack.api_url, keys, stack.region)} "
+        "(or sign in at /dashboard with testing / testing); with `make local` up: .venv/bin/workset dashboard --open"
+    )
 
 
 def upload_workset(s3: Any, bucket: str, prefix: str, folder: Path, name: str | None = None) -> int:

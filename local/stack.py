@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -265,12 +266,15 @@ class LocalStack:
         }
 
     def _outputs(self) -> dict[str, Any]:
-        # NOTE: an output built on the API's execute-api address (ApiUrl) is given the local API's address instead.
+        # NOTE: an output built on the API's execute-api address and stage (ApiUrl, DashboardUrl) is given the local
+        # API's address instead, which serves the paths without the stage.
         api_ids = [self.template.physical(logical_id).ref for logical_id in self.template.resources(API)]
+        hosts = "|".join(re.escape(api) for api in api_ids)
+        deployed = re.compile(rf"^https://(?:{hosts})\.execute-api\.[^/]+/[^/]+")
         outputs = self.template.outputs()
         for name, value in outputs.items():
-            if isinstance(value, str) and any(value.startswith(f"https://{api}.execute-api.") for api in api_ids):
-                outputs[name] = self.api_url
+            if api_ids and isinstance(value, str) and deployed.match(value):
+                outputs[name] = deployed.sub(lambda _: self.api_url or "", value, count=1)
         return outputs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -110,8 +111,10 @@ def store(deployed: Template) -> WorksetStore:
 
 @pytest.fixture
 def load_function(deployed: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
-    """Load a function's handler module afresh, with the environment the template gives it."""
+    """Load a function's handler module afresh, with the environment the template gives it. Its own modules are
+    forgotten afterwards, so what they cached (a store on this test's table) reaches no later test."""
     specs = {spec.logical_id: spec for spec in deployed.functions()}
+    loaded: set[str] = set()
 
     def load(logical_id: str, **environment: str) -> ModuleType:
         """The handler module, with the template's environment and `environment` over it."""
@@ -123,6 +126,7 @@ def load_function(deployed: Template, monkeypatch: pytest.MonkeyPatch) -> Iterat
         monkeypatch.syspath_prepend(str(spec.code_uri))
         for name in top_level_modules(spec.code_uri):
             sys.modules.pop(name, None)
+            loaded.add(name)
 
         module_spec = importlib.util.spec_from_file_location(f"fn_{logical_id}_{uuid.uuid4().hex}", spec.handler_file)
         assert module_spec is not None and module_spec.loader is not None
@@ -132,6 +136,8 @@ def load_function(deployed: Template, monkeypatch: pytest.MonkeyPatch) -> Iterat
         return module
 
     yield load
+    for name in loaded:
+        sys.modules.pop(name, None)
     settings_module.settings.cache_clear()
 
 
@@ -195,3 +201,16 @@ def api_event(
         "body": body,
         "isBase64Encoded": False,
     }
+
+
+def files_the_page_loads(page: str, read: Callable[[str], str]) -> set[str]:
+    """The dashboard shell's files its page names (`dashboard/<file>`) and, in turn, those its scripts import
+    (`./<file>`); `read` gives a script's text by its name."""
+    found = set(re.findall(r'(?:src|href)="dashboard/([^"]+)"', page))
+    pending = [name for name in found if name.endswith(".js")]
+    while pending:
+        for name in re.findall(r'from "\./([^"]+)"', read(pending.pop())):
+            if name not in found:
+                found.add(name)
+                pending.append(name)
+    return found

@@ -27,6 +27,7 @@ from .commands import (
     Context,
     act_on_workset,
     list_worksets,
+    open_dashboard,
     show_clusters,
     show_history,
     show_stats,
@@ -94,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     clusters = command("clusters", "list the registered clusters, or show one")
     clusters.add_argument("name", nargs="?", metavar="NAME")
     clusters.set_defaults(run=show_clusters)
+
+    dashboard = command(
+        "dashboard",
+        "print the web dashboard's address, signed in for an hour by temporary credentials in its fragment",
+    )
+    dashboard.add_argument("--open", action="store_true", help="and open it in a web browser")
+    dashboard.add_argument(
+        "--duration",
+        type=_whole_seconds(900, 129_600),
+        default=3600,
+        help="how long the temporary credentials made from long-term keys last, in seconds (900 to 129600)",
+    )
+    dashboard.add_argument(
+        "--without-credentials", action="store_true", help="the bare address: sign in on the page by hand"
+    )
+    dashboard.set_defaults(run=open_dashboard)
 
     watching = command(
         "watch",
@@ -181,6 +198,17 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
         return value
+
+    return parse
+
+
+def _whole_seconds(least: int, most: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of seconds from `least` to `most`."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not least <= int(text) <= most:
+            raise argparse.ArgumentTypeError(f"a whole number of seconds from {least} to {most}, not {text!r}")
+        return int(text)
 
     return parse
 

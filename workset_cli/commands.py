@@ -12,6 +12,7 @@ import shlex
 import socket
 import time
 import unicodedata
+import webbrowser
 from argparse import Namespace
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 from agent.client import ApiClient, ApiError
 
 from .config import Settings
+from .output import ago, compact_time
 from .views import (
     clusters_table,
     entry_line,
@@ -216,6 +218,33 @@ def show_clusters(args: Namespace, ctx: Context) -> int:
 
     answer = ctx.api.list_clusters()
     ctx.console.show(answer, lambda: clusters_table(answer["clusters"], ctx.now()))
+    return 0
+
+
+def open_dashboard(args: Namespace, ctx: Context) -> int:
+    """The web dashboard's address, signed in by credentials in its fragment (or not, with --without-credentials);
+    with --open, opened in a browser too."""
+    from . import dashboard  # NOTE: here, not at the top: only this command may call STS
+
+    settings = ctx.settings
+    try:
+        credentials = None if args.without_credentials else dashboard.viewer_credentials(settings, args.duration)
+    except dashboard.NoCredentials as exc:
+        raise CommandFailed(str(exc)) from exc
+    url = dashboard.dashboard_url(settings.api_url, credentials, settings.region)
+
+    expires = credentials.expires_at.isoformat() if credentials and credentials.expires_at else None
+    ctx.console.show({"url": url, "expires_at": expires}, lambda: url)
+    if credentials is None:
+        ctx.console.note("sign in on the page with an access key id and secret (a session token for temporary ones)")
+    else:
+        until = f" until {compact_time(expires, ctx.now())} UTC ({ago(expires, ctx.now())})" if expires else ""
+        ctx.console.note(
+            f"this address signs a browser in as {credentials.access_key_id}{until}: keep it to yourself; "
+            "the page moves the credentials out of the address bar into the tab's session storage"
+        )
+    if args.open:
+        webbrowser.open(url)
     return 0
 
 

@@ -49,6 +49,8 @@ class Settings:
     prefix: str = DEFAULT_PREFIX
     s3_endpoint: str | None = None
     """The local stack's emulator; None for AWS (or for the standard AWS_ENDPOINT_URL, which boto3 reads itself)."""
+    local: bool = False
+    """Whether this is the local stack (from `.local/stack.json`), which knows only its own keys."""
 
     def api(self) -> ApiClient:
         # NOTE: two retries, not the agent's four: a person waits at the prompt, and an action (cancel, retry...)
@@ -104,6 +106,7 @@ def _local_stack(stack: Mapping[str, Any], *, region: str | None, bucket: str | 
         bucket=bucket or stack.get("bucket"),
         prefix=_folder_prefix(prefix, stack.get("prefix") or DEFAULT_PREFIX),
         s3_endpoint=stack.get("emulator_url"),
+        local=True,
     )
 
 

@@ -1,4 +1,5 @@
-"""API read function: the GET routes, the OpenAPI document of the whole API with its docs page, and CORS preflight.
+"""API read function: the GET routes, the OpenAPI document of the whole API with its docs page, the web dashboard's
+static shell, and CORS preflight.
 
 Runs with read-only permissions; the write routes are the write function's (`write.py`), from the same folder.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import dashboard_shell
 from api_base import answer_errors_in_one_shape, answers, cluster_in_path, cors, lifecycle, workset_in_path
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
@@ -83,6 +85,18 @@ def openapi_document() -> Response[str]:
     return Response(
         status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_merge_json_schema()
     )
+
+
+# NOTE: the dashboard's page and files carry no data; API Gateway serves them unsigned (template.yaml), and the page
+# signs every data call it makes. They are left out of the OpenAPI document, as the document itself is.
+@app.get("/dashboard", summary="The web dashboard", include_in_schema=False)
+def dashboard_page() -> Response[str]:
+    return dashboard_shell.page()
+
+
+@app.get("/dashboard/<asset>", summary="A script, style sheet or icon of the web dashboard", include_in_schema=False)
+def dashboard_asset(asset: str) -> Response[str]:
+    return dashboard_shell.asset(asset)
 
 
 # NOTE: registered before /worksets/<workset_id>, so "next" is never taken for a workset id.

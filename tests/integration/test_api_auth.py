@@ -1,9 +1,11 @@
 """The local API asks for SigV4 as API Gateway with `AWS_IAM` does, and answers as API Gateway does when it refuses.
 
 One local stack serves the module, driving only the API's two functions with their real code: every route the
-served OpenAPI document lists (but the health check `GET /`) refuses an unsigned request and a wrongly signed one;
-requests signed with the stack's keys reach the functions, whatever the encoding of their path and query; API
-Gateway's own answers come in the API's error shape, from the template's gateway responses.
+served OpenAPI document lists refuses an unsigned request and a wrongly signed one, but for the named exceptions, the
+health check `GET /` and the web dashboard's static shell (its page and the files it loads, which carry no data),
+while every data call the dashboard makes is refused unless signed; requests signed with the stack's keys reach the
+functions, whatever the encoding of their path and query; API Gateway's own answers come in the API's error shape,
+from the template's gateway responses.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from local.apigateway import (
 from local.emulator import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from local.sigv4 import MISMATCH_MESSAGE, sign
 from local.stack import LocalStack
-from local.template import Template
+from local.template import FUNCTION, Template
+from tests.conftest import files_the_page_loads
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +46,17 @@ SAMPLE_ID = "a/b runé"
 """A workset id with a slash, a space and a non-ASCII letter: it travels as one percent-encoded path segment."""
 SAMPLE_SEGMENT = quote(SAMPLE_ID, safe="")
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+HEALTH_CHECK = ("GET", "/")
+DASHBOARD_DATA_CALLS = [
+    "/queue/stats",
+    "/scheduler/stats",
+    "/clusters",
+    "/worksets?limit=25",
+    "/worksets?cluster=auth-c1&limit=25&priority=urgent&state=ready",
+    f"/worksets/{SAMPLE_SEGMENT}",
+    f"/worksets/{SAMPLE_SEGMENT}/history?limit=500",
+]
+"""The reads the dashboard's page makes (app.js): with the filters, for a workset's history and its earlier entries."""
 
 
 @dataclass(frozen=True)
@@ -146,9 +160,22 @@ def assert_refused(answer: Answer, status: int, code: str, error_type: str, mess
 
 
 @pytest.fixture(scope="module")
-def routes(stack: LocalStack) -> list[tuple[str, str]]:
+def shell_routes(stack: LocalStack) -> list[tuple[str, str]]:
+    """The dashboard's static shell: its page and every file the page loads (read unsigned, as a browser does)."""
+    page = send(stack, "GET", "/dashboard")
+    assert page.status == 200, page.body[:300]
+
+    def script(name: str) -> str:
+        return send(stack, "GET", f"/dashboard/{name}").body.decode()
+
+    names = files_the_page_loads(page.body.decode(), script)
+    return [("GET", "/dashboard"), *(("GET", f"/dashboard/{name}") for name in sorted(names))]
+
+
+@pytest.fixture(scope="module")
+def routes(stack: LocalStack, shell_routes: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Every route of the OpenAPI document the API serves (read signed), with sample values for path parameters,
-    and `GET /openapi.json` itself."""
+    `GET /openapi.json` itself, and the dashboard's shell (which the document leaves out, as it leaves itself)."""
     answer = send_signed(stack, "GET", "/openapi.json")
     assert answer.status == 200, f"GET /openapi.json answered {answer.status}: {answer.body[:300]!r}"
     document = answer.json()
@@ -159,7 +186,13 @@ def routes(stack: LocalStack) -> list[tuple[str, str]]:
         for method in item
         if method in HTTP_METHODS
     ]
-    return [*listed, ("GET", "/openapi.json")]
+    return [*listed, ("GET", "/openapi.json"), *shell_routes]
+
+
+@pytest.fixture(scope="module")
+def open_routes(shell_routes: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The named exceptions: the health check, and the dashboard's shell, which carries no data."""
+    return {HEALTH_CHECK, *shell_routes}
 
 
 def test_the_served_document_lists_the_routes(routes: list[tuple[str, str]]) -> None:
@@ -168,14 +201,40 @@ def test_the_served_document_lists_the_routes(routes: list[tuple[str, str]]) -> 
     assert ("POST", "/clusters") in routes
 
 
-def test_every_route_but_the_health_check_refuses_an_unsigned_request(
-    stack: LocalStack, routes: list[tuple[str, str]]
+def test_the_dashboards_shell_is_its_page_scripts_style_sheet_and_icon(shell_routes: list[tuple[str, str]]) -> None:
+    assert [path for _, path in shell_routes] == [
+        "/dashboard",
+        "/dashboard/api.js",
+        "/dashboard/app.js",
+        "/dashboard/aws4fetch.esm.js",
+        "/dashboard/dom.js",
+        "/dashboard/icon.svg",
+        "/dashboard/style.css",
+        "/dashboard/views.js",
+    ]
+
+
+def test_the_template_opens_only_the_health_check_the_preflight_and_the_dashboards_shell() -> None:
+    template = Template.load(ROOT / "template.yaml", parameters={"Stage": "test"})
+
+    opened = {
+        (str(event["Properties"]["Method"]).upper(), str(event["Properties"]["Path"]))
+        for resource in template.resources(FUNCTION).values()
+        for event in resource["Properties"].get("Events", {}).values()
+        if event["Type"] == "Api" and event["Properties"].get("Auth", {}).get("Authorizer") == "NONE"
+    }
+
+    assert opened == {("GET", "/"), ("OPTIONS", "/{proxy+}"), ("GET", "/dashboard"), ("GET", "/dashboard/{asset}")}
+
+
+def test_every_route_but_the_named_exceptions_refuses_an_unsigned_request(
+    stack: LocalStack, routes: list[tuple[str, str]], open_routes: set[tuple[str, str]]
 ) -> None:
     for method, path in routes:
         answer = send(stack, method, path, body=b"{}" if method in ("POST", "PUT") else b"")
 
-        if (method, path) == ("GET", "/"):
-            assert (answer.status, answer.by_gateway) == (200, False)
+        if (method, path) in open_routes:
+            assert (answer.status, answer.by_gateway) == (200, False), path
         else:
             assert_refused(
                 answer,
@@ -186,16 +245,62 @@ def test_every_route_but_the_health_check_refuses_an_unsigned_request(
             )
 
 
-def test_every_route_refuses_a_wrong_secret(stack: LocalStack, routes: list[tuple[str, str]]) -> None:
+def test_every_route_but_the_named_exceptions_refuses_a_wrong_secret(
+    stack: LocalStack, routes: list[tuple[str, str]], open_routes: set[tuple[str, str]]
+) -> None:
     for method, path in routes:
         body = b"{}" if method in ("POST", "PUT") else b""
 
         answer = send_signed(stack, method, path, body=body, secret="not-the-secret")
 
-        if (method, path) == ("GET", "/"):
-            assert (answer.status, answer.by_gateway) == (200, False)  # open: nothing is verified
+        if (method, path) in open_routes:
+            assert (answer.status, answer.by_gateway) == (200, False), path  # open: nothing is verified
         else:
             assert_refused(answer, 403, "INVALID_SIGNATURE", "InvalidSignatureException", MISMATCH_MESSAGE)
+
+
+def test_the_dashboards_shell_comes_with_its_security_headers(
+    stack: LocalStack, shell_routes: list[tuple[str, str]]
+) -> None:
+    for method, path in shell_routes:
+        answer = send(stack, method, path)
+
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"], path
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("target", DASHBOARD_DATA_CALLS)
+def test_the_dashboards_data_calls_are_refused_unless_signed(stack: LocalStack, target: str) -> None:
+    # GIVEN a read the dashboard's page makes
+    # WHEN it comes unsigned, wrongly signed, and signed with the stack's keys
+    unsigned = send(stack, "GET", target)
+    wrongly_signed = send_signed(stack, "GET", target, secret="not-the-secret")
+    signed = send_signed(stack, "GET", target)
+
+    # THEN only the signed one reaches the read function (a 404 for the sample workset, which does not exist)
+    assert_refused(unsigned, 403, "MISSING_AUTHENTICATION_TOKEN", "MissingAuthenticationTokenException")
+    assert_refused(wrongly_signed, 403, "INVALID_SIGNATURE", "InvalidSignatureException", MISMATCH_MESSAGE)
+    assert not signed.by_gateway
+    assert signed.status in (200, 404)
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "by_gateway"),
+    [
+        ("/dashboard/..%2Fqueue%2Fstats", 404, False),  # one segment: the shell's route, which knows no such file
+        ("/dashboard/../queue/stats", 403, True),  # several segments: the signed {proxy+} route
+        ("/dashboard/", 403, True),
+        ("/dashboard/app.js/x", 403, True),
+    ],
+)
+def test_under_the_shells_routes_an_unsigned_request_gets_nothing_else(
+    stack: LocalStack, target: str, status: int, by_gateway: bool
+) -> None:
+    answer = send(stack, "GET", target)
+
+    assert (answer.status, answer.by_gateway) == (status, by_gateway)
+    assert b"by_state" not in answer.body
 
 
 # --- signed requests reach the functions -------------------------------------------------------------------------

@@ -388,6 +388,7 @@ def test_the_functions_share_the_templates_environment(stack: LocalStack) -> Non
     description = stack.describe()
     assert description["inbox_queue_url"] == stack.inbox_queue_urls["WorksetTopic"]
     assert description["outputs"]["ApiUrl"] == stack.api_url
+    assert description["outputs"]["DashboardUrl"] == f"{stack.api_url}/dashboard"
     json.dumps(description)
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import threading
+import webbrowser
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from moto import mock_aws
 
 from workset_cli import submit
 from workset_cli.__main__ import main
@@ -594,6 +596,102 @@ def test_a_folder_name_that_cannot_be_an_id_is_a_problem(tmp_path: Path) -> None
     assert submit.folder_problems(local, " padded ") == [
         "a workset name must be non-empty and not start or end with white space"
     ]
+
+
+# --- the dashboard's address ---------------------------------------------------------------------------------------
+
+DEPLOYED = "https://abc123.execute-api.eu-west-1.amazonaws.com/dev"
+LOCAL_KEYS = {"aws_access_key_id": "local-key", "aws_secret_access_key": "local/secret+"}
+LOCAL_FRAGMENT = {"access_key_id": "local-key", "secret_access_key": "local/secret+"}
+
+
+def fragment_of(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).fragment))
+
+
+def test_dashboard_on_the_local_stack_hands_over_its_keys(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN `make local`'s state file, and no API URL given
+    monkeypatch.delenv("WORKSET_API_URL")
+    (Path.cwd() / ".local").mkdir()
+    stack = {"api_url": "http://127.0.0.1:3000", "region": "us-east-1", "credentials": LOCAL_KEYS}
+    (Path.cwd() / ".local" / "stack.json").write_text(json.dumps(stack))
+
+    run = cli("dashboard")
+
+    assert run.code == 0, run.err
+    url = run.out.strip()
+    assert url.startswith("http://127.0.0.1:3000/dashboard#")
+    assert fragment_of(url) == {
+        "access_key_id": "local-key",
+        "secret_access_key": "local/secret+",
+        "region": "us-east-1",
+    }
+    assert "keep it to yourself" in run.err
+
+
+def test_dashboard_hands_temporary_credentials_from_sts_for_long_term_keys(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a deployed API and long-term keys (no session token)
+    monkeypatch.setenv("WORKSET_API_URL", DEPLOYED)
+
+    # WHEN the address is asked for, for two hours
+    with mock_aws():
+        run = cli("dashboard", "--duration", "7200", "-o", "json")
+
+    # THEN it carries temporary credentials from STS, never the long-term secret, and says until when
+    assert run.code == 0, run.err
+    answer = run.json()
+    fields = fragment_of(answer["url"])
+    assert answer["url"].startswith(f"{DEPLOYED}/dashboard#")
+    assert fields["secret_access_key"] != "testing" and fields["session_token"]
+    assert fields["region"] == "eu-west-1"
+    assert fields["expires"] == answer["expires_at"]
+    lasts = datetime.fromisoformat(answer["expires_at"]) - datetime.now(UTC)
+    assert 7000 < lasts.total_seconds() <= 7200
+    assert "until" in run.err
+
+
+def test_dashboard_hands_temporary_credentials_over_as_they_are(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKSET_API_URL", DEPLOYED)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "a-session-token")
+
+    run = cli("dashboard")  # NOTE: no emulator: a call to STS would fail this test
+
+    assert run.code == 0, run.err
+    assert fragment_of(run.out.strip()) == {
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
+        "session_token": "a-session-token",
+        "region": "eu-west-1",
+    }
+
+
+def test_dashboard_without_credentials_is_the_bare_address_and_open_opens_it(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, api: FakeApi
+) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+
+    run = cli("dashboard", "--without-credentials", "--open")
+
+    assert (run.code, run.out.strip()) == (0, f"{api.url}/dashboard")
+    assert opened == [f"{api.url}/dashboard"]
+    assert "sign in on the page" in run.err
+    assert api.sent() == []
+
+
+def test_dashboard_without_any_credentials_says_so(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(Path.cwd() / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(Path.cwd() / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    run = cli("dashboard")
+
+    assert run.code == 1
+    assert "no AWS credentials were found" in run.err
 
 
 # --- configuration ---------------------------------------------------------------------------------------------------
