@@ -185,7 +185,7 @@ def _dialog(seen: Seen, dialog: Dialog) -> None:
 def sign_in(page: Page, stack: Stack, *, secret: str = "testing") -> None:
     """Open the dashboard and sign in with the form, as a person with the local stack's keys would."""
     page.goto(f"{stack.api_url}/dashboard")
-    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#sign-in")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("input[name=region]")).to_have_value(stack.region)
     page.fill("input[name=access_key_id]", "testing")
     page.fill("input[name=secret_access_key]", secret)
@@ -292,7 +292,7 @@ def test_markup_in_ids_names_actors_and_reasons_shows_as_text(
     assert workset_button(tab, HOSTILE_ID).inner_text() == HOSTILE_ID
     expect(tab.locator("#detail-body .entry .actor").filter(has_text=HOSTILE_ACTOR)).to_have_count(2)
     expect(tab.locator("#detail-body .entry .reason").filter(has_text=HOSTILE_REASON)).to_have_count(2)
-    expect(tab.locator("#decisions .reason").filter(has_text=HOSTILE_CLUSTER).first).to_be_visible()
+    expect(tab.locator("#decisions .reason").filter(has_text=HOSTILE_CLUSTER).first).to_be_visible(timeout=WAIT_MS)
     expect(tab.locator("#scheduler")).to_contain_text(HOSTILE_CLUSTER)
     assert tab.locator("#board img, #board script, #board b, #board svg").count() == 0
     assert tab.evaluate("window.pwned") is None
