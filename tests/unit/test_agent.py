@@ -1401,8 +1401,8 @@ def test_a_run_whose_lease_was_lost_meanwhile_is_stopped_and_forgotten(work_root
 def test_an_adopted_run_whose_child_ignores_term_is_killed_after_the_grace_period(work_root: Path) -> None:
     # GIVEN a run left by a killed agent, whose child ignores TERM, and whose lease was lost meanwhile
     api = FakeApi()
-    process = held_run(work_root, '( trap "" TERM; touch trapped; exec sleep 30 ) & wait', api)
-    assert wait_for(lambda: (work_root / "ws-1" / "trapped").exists())
+    process = held_run(work_root, '( trap "" TERM; echo $BASHPID > "$PWD/child.pid"; exec sleep 30 ) & wait', api)
+    assert wait_for(lambda: (work_root / "ws-1" / "child.pid").exists())
     api.heartbeat_answers = [ApiError(409, "lease_lost", "expired")]
     agent = make_agent(api, "true", work_root, stop_grace_seconds=0.3)
 
