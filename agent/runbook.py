@@ -166,7 +166,9 @@ def group_alive(pgid: int | None) -> bool:
 def stop_group(pgid: int, grace_seconds: float) -> bool:
     """Stop the whole process group: TERM, wait up to `grace_seconds` until no process of the group is left (not only
     its leader: a child may ignore TERM, or outlive the shell that started it), then KILL what is left and wait for it
-    to go. Whether the group is gone."""
+    to go. Whether the group is gone.
+
+    Limitations: only the group is stopped; a process that left it (`setsid`, a daemon the run started) runs on."""
     _signal_group(pgid, signal.SIGTERM)
     if _gone_within(pgid, grace_seconds):
         return True

@@ -270,7 +270,10 @@ class Agent:
             if exc.status != 404:
                 raise
             logger.warning("cluster %s is not registered (any more): registering it again", self.config.cluster)
-            self.register()
+            try:
+                self.register()
+            except ClusterRetired:
+                self._note_cluster_status("retired")
             return
         self._note_cluster_status(str(cluster.get("status", TAKING_WORK)))
 
@@ -444,11 +447,9 @@ class Agent:
                 return None
             raise
         lease = workset.get("lease") or {}
-        if (workset.get("state"), lease.get("owner"), workset.get("cluster")) != (
-            "locked",
-            self.config.owner,
-            self.config.cluster,
-        ):
+        if workset.get("state") != "locked" or workset.get("cluster") != self.config.cluster:
+            return None
+        if lease.get("owner") != self.config.owner:
             return None
         logger.info("workset %s: the claim landed though its answer was lost; taking it up", workset_id)
         return workset
@@ -731,10 +732,9 @@ class Agent:
 
     def _watch(self, run: Run) -> str | None:
         """Heartbeat while the run goes on, with the step the run last wrote into its progress file; heartbeat the
-        cluster and write the log tail to the folder as often. Stop the run's whole process group if
-        the workset is canceled or the lease is lost; return why it was stopped (`canceled`, `lease_lost`), or None
-        when it ended by itself. A failed heartbeat (API unreachable, 5xx) does not stop the run: the next period
-        tries again."""
+        cluster and write the log tail to the folder as often. Stop the run's whole process group if the workset is
+        canceled or the lease is lost; return why it was stopped (`canceled`, `lease_lost`), or None when it ended
+        by itself. A failed heartbeat (API unreachable, 5xx) does not stop the run: the next period tries again."""
         next_beat = time.monotonic() + self.config.heartbeat_seconds
         while not run.finished():
             self._raise_if_stopped()
