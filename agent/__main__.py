@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-seconds",
         type=float,
         default=env("WORKSET_HEARTBEAT_SECONDS", "60"),
-        help="how often to heartbeat the running workset's lease and renew the cluster's registration "
+        help="how often to heartbeat the running worksets' leases and the cluster "
         "(WORKSET_HEARTBEAT_SECONDS, default 60)",
     )
     parser.add_argument(

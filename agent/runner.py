@@ -95,7 +95,7 @@ class AgentConfig:
     vcpus: int = 0
     cost_per_vcpu_hour: float = 0.0
     heartbeat_seconds: float = 60.0
-    """How often the agent heartbeats the lease of each workset it runs, renews its cluster's registration and
+    """How often the agent heartbeats the lease of each workset it runs, heartbeats its cluster and
     writes the run's log tail to the workset's folder."""
     poll_seconds: float = 10.0
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "workset-agent")
