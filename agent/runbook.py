@@ -4,21 +4,34 @@ One file per cluster in the work root (`<work root>/<cluster>.runs.json`): for e
 on, the lease token, the run's process group (once started) and its work directory. The run itself writes its exit
 status into `workset-exit-status` in its work directory, since a restarted agent is not the run's parent and cannot
 wait for it.
+
+Each claim gets a work directory of its own, `<work root>/<workset id>/attempt-<n>/<workdir_name, else the id>`
+(names percent-encoded, see `dirname`), emptied before the folder is copied into it: two worksets with the same
+`workdir_name`, or two attempts of one workset, never share files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 EXIT_STATUS_FILE = "workset-exit-status"
+
+KILL_WAIT_SECONDS = 5.0
+"""How long a process group is waited for after KILL (a process stuck in the kernel may take a moment)."""
+
+DIRNAME_LIMIT = 200
+"""The longest directory name the agent makes (file systems allow 255 bytes)."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,6 @@ class RunBook:
     def holds(self, workset_id: str) -> bool:
         with self._lock:
             return workset_id in self._runs
-
-    def workdirs(self) -> set[str]:
-        with self._lock:
-            return {run.workdir for run in self._runs.values()}
 
     def put(self, run: HeldRun) -> None:
         with self._lock:
@@ -154,7 +163,47 @@ def group_alive(pgid: int | None) -> bool:
     return False
 
 
-def stop_group(pgid: int, signum: int = signal.SIGTERM) -> None:
-    """Send `signum` to the whole process group, if it is still there."""
+def stop_group(pgid: int, grace_seconds: float) -> bool:
+    """Stop the whole process group: TERM, wait up to `grace_seconds` until no process of the group is left (not only
+    its leader: a child may ignore TERM, or outlive the shell that started it), then KILL what is left and wait for it
+    to go. Whether the group is gone.
+
+    Limitations: only the group is stopped; a process that left it (`setsid`, a daemon the run started) runs on."""
+    _signal_group(pgid, signal.SIGTERM)
+    if _gone_within(pgid, grace_seconds):
+        return True
+
+    _signal_group(pgid, signal.SIGKILL)
+    return _gone_within(pgid, KILL_WAIT_SECONDS)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signum)
+
+
+def _gone_within(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def dirname(name: str) -> str:
+    """`name` as one directory name, distinct for distinct names: percent-encoded (letters, digits and `-_.~` kept, a
+    leading dot encoded so that no name is hidden, `.` or `..`); a name too long keeps its start and gets a hash of
+    the whole (after a `+`, which the encoding never writes)."""
+    encoded = quote(name, safe="-_.~")
+    if encoded.startswith("."):
+        encoded = "%2E" + encoded[1:]
+    if len(encoded) > DIRNAME_LIMIT:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        encoded = f"{encoded[: DIRNAME_LIMIT - len(digest) - 1]}+{digest}"
+    return encoded
+
+
+def run_workdir(work_root: Path, workset_id: str, attempt: int, workdir_name: str | None) -> Path:
+    """The work directory of a claim of attempt `attempt` of the workset: `<work root>/<id>/attempt-<n>/<name>`."""
+    return work_root / dirname(workset_id) / f"attempt-{attempt}" / dirname(workdir_name or workset_id)

@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -27,9 +28,20 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .categories import error_category
-from .client import ApiClient, ApiError
+from .client import ApiClient, ApiError, moved_by
 from .folder import WorksetFolders, agent_log_key, describe_s3_error
-from .runbook import HeldRun, Resume, RunBook, group_alive, read_exit_status, resume_decision, stop_group
+from .runbook import (
+    KILL_WAIT_SECONDS,
+    HeldRun,
+    Resume,
+    RunBook,
+    dirname,
+    group_alive,
+    read_exit_status,
+    resume_decision,
+    run_workdir,
+    stop_group,
+)
 
 logger = logging.getLogger("workset_agent")
 
@@ -52,6 +64,17 @@ STOP_REPORT_SECONDS = 20.0
 """How long the agent, stopped by a signal, keeps trying to report the run it stopped (a service manager waits
 only so long before it kills the agent)."""
 
+STOP_NOTICE_SECONDS = 5.0
+"""How long the agent, stopping, waits for the API to take note that its cluster is `unavailable` (one try)."""
+
+RETIRED_EXIT_STATUS = 3
+"""The agent's exit status when its cluster was retired: a service manager should not start it again (a start
+registers the cluster again, undoing the retirement)."""
+
+TAKING_WORK = "active"
+"""The one cluster status under which the agent claims new work; under `draining` or `unavailable` it finishes
+the runs it holds and claims nothing."""
+
 RUN_WRAPPER = 'bash -c "$1"; status=$?; echo "$status" > "$2.partial" && mv "$2.partial" "$2"; exit "$status"'
 """Runs the command (`$1`) and writes its exit status into a file (`$2`): a restarted agent, which is not the run's
 parent, reads it there."""
@@ -63,14 +86,16 @@ class AgentConfig:
     run_prefix: str
     """Prepended to the workset's `dy-r` run command, e.g. `source dyoa && dy-r`; the demo uses a harmless script."""
     region: str = "us-west-2"
+    """The cluster's region, as registered (the scheduler matches a work file's `region` against it)."""
     availability_zone: str | None = None
+    """The cluster's availability zone, as registered (matched against a work file's `availability_zone`)."""
     max_worksets: int = 1
     """The cluster's capacity in concurrent worksets: the scheduler assigns it no more, and the agent runs no more
     at once."""
     vcpus: int = 0
     cost_per_vcpu_hour: float = 0.0
     heartbeat_seconds: float = 60.0
-    """How often the agent heartbeats the lease of each workset it runs, renews its cluster's registration and
+    """How often the agent heartbeats the lease of each workset it runs, heartbeats its cluster and
     writes the run's log tail to the workset's folder."""
     poll_seconds: float = 10.0
     work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "workset-agent")
@@ -78,6 +103,8 @@ class AgentConfig:
     report_retry_seconds: float = 120.0
     """How long the agent keeps trying to report a run's outcome (or its start) while the API is unreachable; then
     it gives up and exits, and the lease expires so the scheduler retries the workset."""
+    stop_grace_seconds: float = 10.0
+    """How long a run's process group has after TERM (a cancel, a lost lease, the agent stopping) before KILL."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +138,17 @@ class AgentStopped(BaseException):
 
 class ApiUnreachable(Exception):
     """The API stayed unreachable for longer than the agent waits to report a run; the lease will expire."""
+
+
+class ClusterRetired(Exception):
+    """An operator retired the agent's cluster (`DELETE /clusters/{name}`): the agent finished the runs it held and
+    stops, with exit status 3 (`RETIRED_EXIT_STATUS`)."""
+
+    exit_code = RETIRED_EXIT_STATUS
+
+    def __init__(self, cluster: str) -> None:
+        super().__init__(cluster)
+        self.cluster = cluster
 
 
 @dataclass
@@ -149,20 +187,14 @@ class Run:
             return recorded
         return self.process.returncode if self.process is not None else None
 
-    def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop the run's whole process group: TERM, then KILL after a grace period."""
+    def stop(self, grace_seconds: float) -> None:
+        """Stop the run's whole process group, whether the agent started the run or adopted it: TERM, then KILL
+        whatever of the group is left after the grace period. The wrapper the agent started is then reaped."""
+        if self.held.pgid is not None and not stop_group(self.held.pgid, grace_seconds):
+            logger.error("workset %s: process group %s outlived KILL", self.workset_id, self.held.pgid)
         if self.process is not None:
-            _stop(self.process, grace_seconds)
-            return
-        if self.held.pgid is None:
-            return
-        stop_group(self.held.pgid)
-        deadline = time.monotonic() + grace_seconds
-        while group_alive(self.held.pgid):
-            if time.monotonic() > deadline:
-                stop_group(self.held.pgid, signal.SIGKILL)
-                break
-            time.sleep(0.1)
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=KILL_WAIT_SECONDS)
 
 
 class Agent:
@@ -175,29 +207,109 @@ class Agent:
             logger.info("run prefix %r resolved to %r", config.run_prefix, run_prefix)
         self.config = replace(config, run_prefix=run_prefix)
         self.folders = folders
-        self.runbook = RunBook(config.work_root / f"{_safe_dirname(config.cluster)}.runs.json")
-        self._last_registration = float("-inf")
-        self._registration_lock = threading.Lock()
+        self.runbook = RunBook(config.work_root / f"{dirname(config.cluster)}.runs.json")
+        self.cluster_status = TAKING_WORK
+        """The cluster's status as the API last answered it: `active`, `draining`, `unavailable` or `retired`."""
+        self._last_cluster_heartbeat = float("-inf")
+        self._cluster_lock = threading.Lock()
+        self._unsettled_claim: str | None = None
         self._stop_signal: int | None = None
         self._interruptible = False
         self._workers: dict[str, threading.Thread] = {}
         self._finished: queue.Queue[tuple[str, Outcome | BaseException]] = queue.Queue()
         self._wake = threading.Event()
 
+    # --- the cluster ---------------------------------------------------------------------------------------------
+
     def register(self) -> None:
-        """Register the cluster, or renew its heartbeat."""
-        self.client.register_cluster(
-            {
-                "name": self.config.cluster,
-                "region": self.config.region,
-                "availability_zone": self.config.availability_zone,
-                "max_worksets": self.config.max_worksets,
-                "vcpus": self.config.vcpus,
-                "cost_per_vcpu_hour": self.config.cost_per_vcpu_hour,
-            }
-        )
-        self._last_registration = time.monotonic()
+        """Register the cluster, active: done once, at start (a person started the agent), and again only when the
+        API lost the cluster's record. `ClusterRetired` when the API refuses it as retired."""
+        try:
+            self.client.register_cluster(
+                {
+                    "name": self.config.cluster,
+                    "region": self.config.region,
+                    "availability_zone": self.config.availability_zone,
+                    "max_worksets": self.config.max_worksets,
+                    "vcpus": self.config.vcpus,
+                    "cost_per_vcpu_hour": self.config.cost_per_vcpu_hour,
+                }
+            )
+        except ApiError as exc:
+            if exc.code == "cluster_retired":
+                raise ClusterRetired(self.config.cluster) from None
+            raise
+
+        self.cluster_status = TAKING_WORK
+        self._last_cluster_heartbeat = time.monotonic()
         logger.debug("cluster %s registered", self.config.cluster)
+
+    def _cluster_heartbeat_if_due(self) -> None:
+        """The cluster's own heartbeat, once per heartbeat period whatever the number of runs (the main loop and
+        every run's thread ask); a failure is logged, and tried again next period."""
+        with self._cluster_lock:
+            if self.cluster_status == "retired":
+                return
+            if time.monotonic() - self._last_cluster_heartbeat < self.config.heartbeat_seconds:
+                return
+            self._last_cluster_heartbeat = time.monotonic()
+            try:
+                self._cluster_heartbeat()
+            except (requests.RequestException, ApiError) as exc:
+                logger.warning("heartbeat of cluster %s failed: %s", self.config.cluster, _one_line(exc))
+
+    def _cluster_heartbeat(self) -> None:
+        """Keep the cluster live without touching its status, and learn that status: an operator may have drained
+        or retired the cluster. A cluster the API no longer knows is registered again."""
+        try:
+            cluster = self.client.cluster_heartbeat(self.config.cluster)
+        except ApiError as exc:
+            if exc.code == "cluster_retired":
+                self._note_cluster_status("retired")
+                return
+            if exc.status != 404:
+                raise
+            logger.warning("cluster %s is not registered (any more): registering it again", self.config.cluster)
+            try:
+                self.register()
+            except ClusterRetired:
+                self._note_cluster_status("retired")
+            return
+        self._note_cluster_status(str(cluster.get("status", TAKING_WORK)))
+
+    def _note_cluster_status(self, status: str) -> None:
+        if status == self.cluster_status:
+            return
+        self.cluster_status = status
+        runs = len(self.runbook.runs())
+        if status == "retired":
+            logger.warning(
+                "cluster %s was retired: no new work; the agent stops once its %s runs are finished",
+                self.config.cluster,
+                runs,
+            )
+        elif status == TAKING_WORK:
+            logger.info("cluster %s is active again: taking work", self.config.cluster)
+        else:
+            logger.warning("cluster %s is %s: no new work; its %s runs go on", self.config.cluster, status, runs)
+
+    def _takes_work(self) -> bool:
+        return self.cluster_status == TAKING_WORK and len(self._workers) < self.config.max_worksets
+
+    def _say_unavailable(self) -> None:
+        """Tell the API the cluster is `unavailable` as the agent stops, so the scheduler stops assigning it work at
+        once rather than when its heartbeats are missed; one try, in bounded time, and a failure is only logged."""
+        if self.cluster_status == "retired":
+            return
+        try:
+            self.client.cluster_heartbeat(self.config.cluster, "unavailable", retries=0, timeout=STOP_NOTICE_SECONDS)
+        except (requests.RequestException, ApiError) as exc:
+            # NOTE: the cluster then stays live until its heartbeats are missed (5 minutes), as after a crash.
+            logger.warning("cluster %s not marked unavailable: %s", self.config.cluster, _one_line(exc))
+            return
+        logger.info("cluster %s marked unavailable: no new work until the agent starts again", self.config.cluster)
+
+    # --- the loop ------------------------------------------------------------------------------------------------
 
     def run_once(self) -> Outcome | None:
         """Take and run the next workset of this cluster, if there is one, in this thread."""
@@ -213,7 +325,9 @@ class Agent:
 
         SIGTERM and SIGINT stop the agent: between runs at once; during runs, after stopping each run's process group
         and reporting its workset as a transient error. Either way `AgentStopped` is raised. Once registered, the
-        agent rides out API outages between runs (it logs them and polls again)."""
+        agent rides out API outages between runs (it logs them and polls again). It claims nothing while its cluster
+        is draining or unavailable; once the cluster is retired, it finishes its runs and raises `ClusterRetired`.
+        Stopping by a signal or when idle, it marks its cluster unavailable."""
         outcomes: list[Outcome] = []
         self._stop_signal = None
         with self._stop_signal_handlers():
@@ -226,21 +340,25 @@ class Agent:
                 while True:
                     outcomes.extend(self._collect_finished())
                     self._raise_if_stopped()
-                    while len(self._workers) < self.config.max_worksets and self._between_runs(self._start_next):
+                    if self.cluster_status == "retired" and not self._workers:
+                        raise ClusterRetired(self.config.cluster)
+
+                    while self._takes_work() and self._between_runs(self._start_next):
                         pass
                     self._raise_if_stopped()
+
                     if self._workers:
                         idle_since = time.monotonic()
                     elif idle_exit_seconds is not None and time.monotonic() - idle_since >= idle_exit_seconds:
+                        self._say_unavailable()
                         return outcomes
-                    if time.monotonic() - self._last_registration >= self.config.heartbeat_seconds:
-                        with self._interruptible_section():
-                            self._between_runs(self.register)  # the cluster's own heartbeat
                     with self._interruptible_section():
+                        self._cluster_heartbeat_if_due()
                         self._wake.wait(self.config.poll_seconds)
                     self._wake.clear()
             except AgentStopped as stop:
                 stopped = self._wait_for_stopped_runs()
+                self._say_unavailable()
                 if stop.workset_id is None and not stopped:
                     logger.info("agent stopped by %s between runs", stop.signal_name)
                     raise
@@ -249,24 +367,13 @@ class Agent:
     # --- taking work -----------------------------------------------------------------------------------------------
 
     def _claim_next(self) -> tuple[dict[str, Any], HeldRun] | None:
-        """Ask for the next workset and claim it; None when there is none, or someone else took it."""
-        with self._interruptible_section():
-            workset = self.client.next_workset(self.config.cluster)
-        if workset is None:
+        """Claim the next workset, or take up a claim of this agent's whose answer was lost; None when there is
+        none, or someone else took it."""
+        claimed = self._settle_unsettled_claim() or self._claim_assigned()
+        if claimed is None:
             return None
 
-        workset_id = workset["workset_id"]
-        if self.runbook.holds(workset_id):
-            logger.warning("workset %s is already held by this agent: not claimed again", workset_id)
-            return None
-        try:
-            claimed = self.client.claim(workset_id, owner=self.config.owner, cluster=self.config.cluster)
-        except ApiError as exc:
-            if exc.status == 409:
-                logger.info("workset %s taken by someone else: %s", workset_id, exc.message)
-                return None
-            raise
-
+        workset_id = str(claimed["workset_id"])
         token = claimed["lease"]["token"]
         held = HeldRun(
             workset_id=workset_id,
@@ -284,6 +391,68 @@ class Agent:
             self.runbook.forget(workset_id)
             raise AgentStopped(self._stop_signal, workset_id)
         return claimed, held
+
+    def _claim_assigned(self) -> dict[str, Any] | None:
+        """Ask for the next workset assigned to the cluster and claim it; the claimed workset, or None."""
+        with self._interruptible_section():
+            workset = self.client.next_workset(self.config.cluster)
+        if workset is None:
+            return None
+
+        workset_id = str(workset["workset_id"])
+        if self.runbook.holds(workset_id):
+            logger.warning("workset %s is already held by this agent: not claimed again", workset_id)
+            return None
+        return self._claim(workset_id)
+
+    def _claim(self, workset_id: str) -> dict[str, Any] | None:
+        """Claim the workset; None when someone else holds it.
+
+        A claim may land and lose its answer. Then the client's retry gets 409 (the workset is locked already), and
+        the lease turns out to be this agent's own: the claim is taken up. When no answer comes at all (the API
+        stays unreachable, or fails), the claim stays unsettled, and the next poll looks whether it landed."""
+        self._unsettled_claim = workset_id
+        claimed: dict[str, Any] | None
+        try:
+            claimed = self.client.claim(workset_id, owner=self.config.owner, cluster=self.config.cluster)
+        except ApiError as exc:
+            if exc.status != 409:
+                if not _is_outage(exc):
+                    self._unsettled_claim = None
+                raise
+            claimed = self._own_claim(workset_id)
+            if claimed is None:
+                logger.info("workset %s taken by someone else: %s", workset_id, exc.message)
+        self._unsettled_claim = None
+        return claimed
+
+    def _settle_unsettled_claim(self) -> dict[str, Any] | None:
+        """The workset of a claim whose answer never came, if the claim landed; it is settled either way (an outage
+        while looking leaves it for the next poll)."""
+        workset_id = self._unsettled_claim
+        if workset_id is None:
+            return None
+
+        claimed = self._own_claim(workset_id)
+        self._unsettled_claim = None
+        return claimed
+
+    def _own_claim(self, workset_id: str) -> dict[str, Any] | None:
+        """The workset if this agent's claim holds it (locked, the lease's owner this agent, on its cluster): a claim
+        that landed though its answer was lost. Else None."""
+        try:
+            workset = self.client.get_workset(workset_id)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        lease = workset.get("lease") or {}
+        if workset.get("state") != "locked" or workset.get("cluster") != self.config.cluster:
+            return None
+        if lease.get("owner") != self.config.owner:
+            return None
+        logger.info("workset %s: the claim landed though its answer was lost; taking it up", workset_id)
+        return workset
 
     def _start_next(self) -> bool:
         """Claim the next workset and start its run in a thread of its own; whether one was started."""
@@ -333,14 +502,11 @@ class Agent:
         return stopped
 
     def _workdir(self, workset: dict[str, Any]) -> Path:
-        """The run's working directory: named by the folder's `workdir_name` (else its id), unless a run this agent
-        holds uses that name already."""
-        workset_id = str(workset["workset_id"])
-        name = _safe_dirname(workset.get("work", {}).get("workdir_name") or workset_id)
-        workdir = self.config.work_root / name
-        if str(workdir) in self.runbook.workdirs():
-            workdir = self.config.work_root / f"{name}.{_safe_dirname(workset_id)}"
-        return workdir
+        """The claim's work directory, its own: by workset, attempt and the folder's `workdir_name` (else its id)."""
+        work = workset.get("work") or {}
+        return run_workdir(
+            self.config.work_root, str(workset["workset_id"]), int(workset.get("attempt", 1)), work.get("workdir_name")
+        )
 
     # --- resuming after a restart ----------------------------------------------------------------------------------
 
@@ -367,17 +533,23 @@ class Agent:
                 self._give_back(held)
             else:
                 if decision is Resume.STOP:
-                    Run(held).stop()
+                    Run(held).stop(self.config.stop_grace_seconds)
                 self.runbook.forget(held.workset_id)
 
     def _give_back(self, held: HeldRun) -> None:
+        """Give the lease back (`ready` again, in the same attempt); a 409 after a try whose answer was lost is fine
+        when that try landed."""
         try:
             self.client.release(
                 held.workset_id, held.lease_token, actor=self.config.owner, reason="agent restarted before the run"
             )
         except (requests.RequestException, ApiError) as exc:
-            # NOTE: a lease that cannot be given back expires by itself; the scheduler then retries the workset.
-            logger.warning("lease of workset %s not given back (%s); it will expire", held.workset_id, _one_line(exc))
+            landed = isinstance(exc, ApiError) and exc.status == 409 and exc.may_have_landed
+            if not (landed and moved_by(self._current(held.workset_id), "ready", self.config.owner)):
+                # NOTE: a lease that cannot be given back expires by itself; the scheduler then retries the workset.
+                logger.warning(
+                    "lease of workset %s not given back (%s); it will expire", held.workset_id, _one_line(exc)
+                )
         self.runbook.forget(held.workset_id)
 
     def _between_runs(self, call: Callable[[], Any]) -> Any:
@@ -438,10 +610,7 @@ class Agent:
         follow it to its outcome."""
         workset_id = held.workset_id
         workdir = Path(held.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        held.exit_status_path.unlink(missing_ok=True)
-
-        failed = self._stage(held)
+        failed = self._empty_workdir(held) or self._stage(held)
         if failed is not None:
             return failed
         refused = self._move(
@@ -482,6 +651,32 @@ class Agent:
         self.runbook.put(run.held)
         return self._follow(run)
 
+    def _empty_workdir(self, held: HeldRun) -> Outcome | None:
+        """Make the claim's work directory, empty: files left by an earlier claim of the same attempt (a lease given
+        back, a stack whose table started again) must not reach the run. The outcome when that failed, else None."""
+        workdir = Path(held.workdir)
+        try:
+            if workdir.exists():
+                shutil.rmtree(workdir)
+            workdir.mkdir(parents=True)
+        except OSError as exc:
+            return self._fail_before_run(held, "transient", f"the work directory could not be emptied: {exc}")
+        return None
+
+    def _fail_before_run(self, held: HeldRun, category: str, reason: str) -> Outcome:
+        """Report the workset as an error of `category` before its run started, and let it go."""
+        logger.error("workset %s: %s (%s)", held.workset_id, reason, category)
+        refused = self._move(
+            held.workset_id,
+            held.lease_token,
+            "error",
+            reason=reason[:4000],
+            error_category=category,
+            what="the failure before the run",
+        )
+        self.runbook.forget(held.workset_id)
+        return Outcome(held.workset_id, refused or "error", None, reason)
+
     def _stage(self, held: HeldRun) -> Outcome | None:
         """Copy the workset's folder into the work directory, heartbeating the lease as it goes; the outcome when
         the copy failed (reported as an error) or the workset was canceled meanwhile, else None."""
@@ -504,17 +699,7 @@ class Agent:
             return Outcome(held.workset_id, stopped.state, None, f"run not started: workset {stopped.state}")
         except (BotoCoreError, ClientError, OSError) as exc:
             category, reason = describe_s3_error(exc)
-            logger.error("workset %s: copying its folder failed (%s): %s", held.workset_id, category, reason)
-            refused = self._move(
-                held.workset_id,
-                held.lease_token,
-                "error",
-                reason=reason[:4000],
-                error_category=category,
-                what="the failed copy of the folder",
-            )
-            self.runbook.forget(held.workset_id)
-            return Outcome(held.workset_id, refused or "error", None, reason)
+            return self._fail_before_run(held, category, reason)
         logger.info("workset %s: %s objects of its folder copied to %s", held.workset_id, count, held.workdir)
         return None
 
@@ -527,7 +712,7 @@ class Agent:
                 stopped_because = self._watch(run)
         except AgentStopped as stop:
             logger.warning("agent stopped by %s: stopping the run of workset %s", stop.signal_name, workset_id)
-            run.stop()
+            run.stop(self.config.stop_grace_seconds)
             self._ship_log(run)
             self._report_agent_stopped(workset_id, token, stop.signum, "during the run")
             self.runbook.forget(workset_id)
@@ -546,11 +731,10 @@ class Agent:
         return outcome
 
     def _watch(self, run: Run) -> str | None:
-        """Heartbeat while the run goes on, with the step the run last wrote into its progress file; renew the
-        cluster's registration and write the log tail to the folder as often. Stop the run's whole process group if
-        the workset is canceled or the lease is lost; return why it was stopped (`canceled`, `lease_lost`), or None
-        when it ended by itself. A failed heartbeat (API unreachable, 5xx) does not stop the run: the next period
-        tries again."""
+        """Heartbeat while the run goes on, with the step the run last wrote into its progress file; heartbeat the
+        cluster and write the log tail to the folder as often. Stop the run's whole process group if the workset is
+        canceled or the lease is lost; return why it was stopped (`canceled`, `lease_lost`), or None when it ended
+        by itself. A failed heartbeat (API unreachable, 5xx) does not stop the run: the next period tries again."""
         next_beat = time.monotonic() + self.config.heartbeat_seconds
         while not run.finished():
             self._raise_if_stopped()
@@ -561,9 +745,9 @@ class Agent:
 
             state = self._heartbeat(run.workset_id, run.held.lease_token, _progress(run.progress_path))
             if state is None:
-                continue  # the API is unreachable or failing: no point renewing the registration now
+                continue  # the API is unreachable or failing: no point heartbeating the cluster now
             if state in ("locked", "in_progress"):
-                self._renew_registration()
+                self._cluster_heartbeat_if_due()
                 self._ship_log(run)
                 continue
 
@@ -571,7 +755,7 @@ class Agent:
                 logger.warning("workset %s lost its lease (409 lease_lost): stopping its run", run.workset_id)
             else:
                 logger.warning("workset %s is %s: stopping its run", run.workset_id, state)
-            run.stop()
+            run.stop(self.config.stop_grace_seconds)
             return state
         return None
 
@@ -598,19 +782,6 @@ class Agent:
             self.config.heartbeat_seconds,
         )
         return None
-
-    def _renew_registration(self) -> None:
-        """The cluster's own heartbeat, during a run (once per period, whatever the number of runs); a failure is
-        logged, and tried again next period."""
-        with self._registration_lock:
-            if time.monotonic() - self._last_registration < self.config.heartbeat_seconds * 0.5:
-                return
-            try:
-                self.register()
-            except (requests.RequestException, ApiError) as exc:
-                logger.warning(
-                    "renewing the registration of cluster %s failed: %s", self.config.cluster, _one_line(exc)
-                )
 
     def _ship_log(self, run: Run) -> None:
         """Write the end of the run's log to `logs/workset-agent.attempt-<n>.log` in the workset's folder; a failure
@@ -696,7 +867,7 @@ class Agent:
             except ApiError as exc:
                 if exc.status == 409:
                     current = self._current(workset_id)
-                    if _moved_by(current, state, self.config.owner):
+                    if moved_by(current, state, self.config.owner):
                         return None  # an earlier try landed, though its answer was lost
                     refused = "canceled" if current.get("state") == "canceled" else "lease_lost"
                     logger.warning("the API refused %s of workset %s (%s)", what, workset_id, _one_line(exc))
@@ -734,18 +905,6 @@ class Agent:
         except (requests.RequestException, ApiError):
             return {}
         return workset if isinstance(workset, dict) else {}
-
-
-def _moved_by(workset: dict[str, Any], state: str, owner: str) -> bool:
-    """Whether the workset is in `state` by `owner`'s move (its newest history entry says so)."""
-    history = workset.get("history") or []
-    newest = history[-1] if isinstance(history, list) and history else {}
-    return (
-        workset.get("state") == state
-        and isinstance(newest, dict)
-        and newest.get("to_state") == state
-        and newest.get("actor") == owner
-    )
 
 
 def resolve_run_prefix(run_prefix: str, cwd: Path | None = None) -> str:
@@ -786,18 +945,6 @@ class _StagingStopped(Exception):
         self.state = state
 
 
-def _stop(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
-    """Stop the run's whole process group: TERM, then KILL after a grace period."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-
-
 def _progress(path: Path) -> str | None:
     """The last step the run wrote into its progress file, if any (at most 200 characters, one line)."""
     try:
@@ -825,7 +972,3 @@ def _last_bytes(path: Path, size: int) -> str:
     with path.open("rb") as log:
         log.seek(max(0, log.seek(0, os.SEEK_END) - size))
         return log.read().decode("utf-8", "replace")
-
-
-def _safe_dirname(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:200] or "workset"

@@ -8,7 +8,6 @@ variables and profiles), then, when no API URL is given at all, `.local/stack.js
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from agent.client import ApiClient
+from agent.client import DEFAULT_REGION, ApiClient, signing_region
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
 LOCAL_STACK_FILE = Path(".local") / "stack.json"
 DEFAULT_PREFIX = "daylily_monitoring/active_worksets/"
 """The template's default `WorksetPrefix`: the register function only sees folders under the deployment's prefix."""
-DEFAULT_REGION = "us-east-1"
-EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 
 HOW_TO_CONFIGURE = (
     "no API URL: pass --api-url or set WORKSET_API_URL (the stack's ApiUrl output), "
@@ -83,7 +80,7 @@ def resolve(
 
     _check_url(api_url)
     session = boto3.Session()
-    region = region or _region_of(api_url) or environ.get("AWS_REGION") or session.region_name or DEFAULT_REGION
+    region = signing_region(api_url, region, environ=environ, session=session)
     return Settings(api_url, region, session, bucket=bucket, prefix=_folder_prefix(prefix, DEFAULT_PREFIX))
 
 
@@ -127,12 +124,6 @@ def _check_url(api_url: str) -> None:
             f"the API URL must be an http(s) URL, such as https://<api-id>.execute-api.<region>.amazonaws.com/dev "
             f"(not {api_url!r})"
         )
-
-
-def _region_of(api_url: str) -> str | None:
-    """The region in an execute-api host name; None for another host (a custom domain, the local stack)."""
-    matched = EXECUTE_API_HOST.match(urlsplit(api_url).hostname or "")
-    return matched.group(1) if matched else None
 
 
 def _folder_prefix(prefix: str | None, default: str) -> str:

@@ -1,5 +1,6 @@
 """`python -m agent` as its own process, stopped by SIGTERM or SIGINT as a service manager or a person would stop it,
-against a small fake of the API on localhost: the run's processes go with it, and the workset is reported."""
+against a small fake of the API on localhost: the run's processes go with it (a child that ignores TERM too, after
+the grace period), the workset is reported, and the cluster is marked unavailable."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class FakeApi(ThreadingHTTPServer):
         with self.lock:
             return [body for *request, body in self.requests if tuple(request) == (method, path)]
 
+    def last(self) -> tuple[str, str, Any]:
+        with self.lock:
+            return self.requests[-1]
+
 
 class FakeApiHandler(BaseHTTPRequestHandler):
     server: FakeApi
@@ -73,7 +78,9 @@ class FakeApiHandler(BaseHTTPRequestHandler):
                 workset, self.server.workset = self.server.workset, None
                 return self._answer(200, workset) if workset else self._answer(204)
         if path == "/clusters":
-            return self._answer(200, body)
+            return self._answer(200, {**body, "status": "active"})
+        if path == "/clusters/c1/heartbeat":
+            return self._answer(200, {"name": "c1", "status": (body or {}).get("status", "active")})
         if path == "/worksets/ws-1/lock":
             return self._answer(200, {**WORKSET, "state": "locked", "lease": {"token": TOKEN}})
         if path == "/worksets/ws-1/heartbeat":
@@ -102,8 +109,13 @@ def serve() -> Iterator[Callable[[dict[str, Any] | None], FakeApi]]:
 
 
 def start_agent(api: FakeApi, tmp_path: Path) -> subprocess.Popen[str]:
+    """The agent, with a run whose child ignores TERM (it writes its pid once the trap is set) and outlives its bash,
+    and a grace period of 0.5 s before KILL."""
     run = tmp_path / "run.sh"
-    run.write_text('#!/bin/bash\necho $$ > "$PWD/bash.pid"\nsleep 30 &\necho $! > "$PWD/child.pid"\nwait\n')
+    run.write_text(
+        '#!/bin/bash\necho $$ > "$PWD/bash.pid"\n'
+        '( trap "" TERM; echo $BASHPID > "$PWD/child.pid"; exec sleep 30 ) &\nwait\n'
+    )
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'layers' / 'common'}",
@@ -113,6 +125,7 @@ def start_agent(api: FakeApi, tmp_path: Path) -> subprocess.Popen[str]:
     }
     command = [sys.executable, "-m", "agent", "--api", api.url, "--cluster", "c1", "--run-prefix", f"/bin/bash {run}"]
     command += ["--heartbeat-seconds", "0.2", "--poll-seconds", "0.1", "--work-root", str(tmp_path / "work"), "--no-s3"]
+    command += ["--vcpus", "64", "--cost-per-vcpu-hour", "0.04", "--stop-grace-seconds", "0.5"]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -136,7 +149,7 @@ def test_stopping_the_agent_during_a_run_stops_the_run_and_reports_it(
 ) -> None:
     api = serve(WORKSET)
     agent = start_agent(api, tmp_path)
-    workdir = tmp_path / "work" / "ws-1"
+    workdir = tmp_path / "work" / "ws-1" / "attempt-1" / "ws-1"
     try:
         wait_for(lambda: (workdir / "child.pid").exists() and bool(api.seen("POST", "/worksets/ws-1/heartbeat")))
         pids = [int((workdir / name).read_text()) for name in ("bash.pid", "child.pid")]
@@ -150,6 +163,7 @@ def test_stopping_the_agent_during_a_run_stops_the_run_and_reports_it(
         [*_, last] = api.seen("PUT", "/worksets/ws-1/state")
         assert (last["state"], last["error_category"], last["lease_token"]) == ("error", "transient", TOKEN)
         assert last["reason"] == f"agent stopped by {signal.Signals(signum).name} during the run"
+        assert api.last() == ("POST", "/clusters/c1/heartbeat", {"status": "unavailable"})
     finally:
         agent.kill()
         agent.communicate()
@@ -173,6 +187,8 @@ def test_stopping_an_idle_agent_exits_cleanly(serve: Serve, tmp_path: Path) -> N
         assert agent.returncode == 0, output
         assert "agent stopped by SIGTERM between runs" in output
         assert api.seen("PUT", "/worksets/ws-1/state") == []
+        assert api.last() == ("POST", "/clusters/c1/heartbeat", {"status": "unavailable"})
+        assert "cluster c1 marked unavailable" in output
     finally:
         agent.kill()
         agent.communicate()

@@ -1,6 +1,8 @@
 """Cluster agents on the local stack, each its own process as on a head node: two agents on two clusters share the
 worksets by the scheduler's policy, a workset canceled mid-run stops, and an agent killed mid-run and started again
-resumes its run without running it twice.
+resumes its run without running it twice. Also: an operator's drain and retirement hold while the agent runs, an
+agent stopped cleanly marks its cluster unavailable, a claim whose answer was lost is taken up rather than stranded,
+and a workset named `next` is reachable by the agent's client and by the `workset` command.
 
 The stand-in pipeline (`examples/pipeline/fake-dy-r.sh`) writes one line per run it starts into a runs file, which
 is how "never twice" is checked.
@@ -8,18 +10,24 @@ is how "never twice" is checked.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
 
 from agent.client import ApiClient, ApiError
-from local.demo import EXAMPLES, Stack, find, finished, local_stack, start_agent, upload_workset, wait_for
+from agent.runner import Agent, AgentConfig
+from local.demo import EXAMPLES, ROOT, Stack, find, finished, local_stack, start_agent, upload_workset, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +35,7 @@ CHEAP, DEAR, RESTARTED = "agents-cheap", "agents-dear", "agents-restarted"
 SHARED = [f"shared-{n}" for n in range(1, 5)]
 CANCELED = "canceled-mid-run"
 RESUMED = "resumed-after-kill"
+DRAINED, STOPPED, LOSING = "agents-drained", "agents-stopped", "agents-losing-answers"
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +210,139 @@ def test_an_agent_killed_mid_run_and_started_again_resumes_the_run_without_runni
     assert [r["workset_id"] for r in runs(runs_file)].count(RESUMED) == 1
 
 
+def test_an_operators_drain_and_retirement_hold_while_the_agent_runs(
+    stack: Stack, api: ApiClient, tmp_path: Path
+) -> None:
+    # GIVEN an agent on its own cluster, heartbeating it every second
+    agent = start_agent(stack, DRAINED, max_worksets=1, work_root=tmp_path / "work", exit_when_idle=None)
+    try:
+        wait_for(lambda: registered(api, DRAINED), "the cluster to register", seconds=15)
+
+        # WHEN an operator drains the cluster
+        drained = api.request("POST", f"/clusters/{DRAINED}/heartbeat", {"status": "draining"})
+
+        # THEN the agent's next heartbeats keep it live, and draining
+        later = wait_for(lambda: beat_since(api, DRAINED, drained["last_heartbeat_at"]), "a heartbeat", seconds=15)
+        assert later["status"] == "draining"
+
+        # AND WHEN the operator retires it, the agent stops with exit status 3, and the cluster stays retired
+        api.request("DELETE", f"/clusters/{DRAINED}")
+        output, _ = agent.communicate(timeout=30)
+        assert agent.returncode == 3, output
+        assert f"cluster {DRAINED} was retired" in output
+        assert api.get_cluster(DRAINED)["status"] == "retired"
+    finally:
+        agent.kill()
+        agent.communicate()
+
+
+def test_an_agent_stopped_cleanly_marks_its_cluster_unavailable(stack: Stack, api: ApiClient, tmp_path: Path) -> None:
+    # GIVEN an idle agent on its own cluster
+    agent = start_agent(stack, STOPPED, max_worksets=1, work_root=tmp_path / "work", exit_when_idle=None)
+    try:
+        wait_for(lambda: registered(api, STOPPED), "the cluster to register", seconds=15)
+
+        # WHEN it is stopped by SIGTERM
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=30)
+
+        # THEN it exits 0 and the scheduler sees the cluster unavailable at once, not after 5 minutes of silence
+        assert agent.returncode == 0, output
+        assert api.get_cluster(STOPPED)["status"] == "unavailable"
+    finally:
+        agent.kill()
+        agent.communicate()
+        api.request("DELETE", f"/clusters/{STOPPED}")
+
+
+class LosesTheFirstClaimAnswer(HTTPAdapter):
+    """A transport that sends every request, but drops the answer of the first claim (`POST .../lock`), as a
+    connection reset after the API wrote the lease would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        response = super().send(request, *args, **kwargs)
+        if request.method == "POST" and request.path_url.endswith("/lock") and not self.lost:
+            self.lost.append(request.path_url)
+            raise requests.ConnectionError("connection reset after the claim was written")
+        return response
+
+
+def test_a_claim_whose_answer_was_lost_is_taken_up_not_stranded(
+    stack: Stack, api: ApiClient, s3: Any, tmp_path: Path
+) -> None:
+    # GIVEN an agent on its own cluster whose first claim lands but loses its answer, so the client retries it
+    client = stack.api(retries=2, backoff_seconds=0.1)
+    transport = LosesTheFirstClaimAnswer()
+    client.http.mount("http://", transport)
+    config = AgentConfig(
+        cluster=LOSING,
+        run_prefix="true",
+        region=stack.region,
+        vcpus=192,
+        cost_per_vcpu_hour=0.01,
+        heartbeat_seconds=1,
+        work_root=tmp_path / "work",
+    )
+    agent = Agent(client, config)
+    agent.register()
+    upload_workset(s3, stack.bucket, stack.prefix, pinned_copy(tmp_path, LOSING), LOSING)
+    try:
+        # WHEN the agent takes its next workset
+        outcome = wait_for(agent.run_once, "the workset to be claimed and run", seconds=30)
+    finally:
+        api.request("DELETE", f"/clusters/{LOSING}")
+
+    # THEN the retried claim's 409 was its own lease: the agent took it up and ran the workset, in its first attempt
+    assert transport.lost == [f"/worksets/{LOSING}/lock"]
+    assert outcome.state == "complete"
+    final = api.get_workset(LOSING)
+    assert (final["state"], final["attempt"]) == ("complete", 1)
+    moves = [entry["to_state"] for entry in final["history"] if entry["event"] == "transition"]
+    assert moves == ["locked", "in_progress", "complete"]
+
+
+def test_a_workset_named_next_is_reachable_by_the_agents_client_and_the_workset_command(
+    stack: Stack, api: ApiClient, s3: Any, tmp_path: Path
+) -> None:
+    # GIVEN a workset whose folder is named `next` (pinned to a cluster that does not exist, so it waits)
+    upload_workset(s3, stack.bucket, stack.prefix, pinned_copy(tmp_path, "nowhere"), "next")
+
+    # WHEN the agent's client reads it, and a person runs `workset show next`
+    workset = wait_for(lambda: find(api, "next"), "the workset to be registered", seconds=10)
+    shown = workset_command(stack, tmp_path, "show", "next", "--output", "json")
+
+    # THEN both get that workset, not the `GET /worksets/next` route
+    assert (workset["workset_id"], workset["state"]) == ("next", "ready")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["workset_id"] == "next"
+    assert workset_command(stack, tmp_path, "history", "next").returncode == 0
+
+
 # --- helpers ---------------------------------------------------------------------------------------------------------
+
+
+def workset_command(stack: Stack, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`workset ARGS` as a person runs it, in a folder where `make local` wrote `.local/stack.json`."""
+    (folder / ".local").mkdir(exist_ok=True)
+    (folder / ".local" / "stack.json").write_text(json.dumps(stack.description))
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "WORKSET_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "layers" / "common")])
+    command = [sys.executable, "-m", "workset_cli", *args]
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def beat_since(api: ApiClient, cluster: str, since: str) -> dict[str, Any] | None:
+    """The cluster once its agent heartbeated it after `since`."""
+    current = api.get_cluster(cluster)
+    return current if _time(current["last_heartbeat_at"]) > _time(since) else None
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 def registered(api: ApiClient, cluster: str) -> dict[str, Any] | None:

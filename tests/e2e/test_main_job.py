@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -149,15 +150,12 @@ def test_make_demo_exits_0_and_shows_the_states_up_to_complete_and_the_reasons()
         assert line in result.stdout
 
 
-def test_local_drop_puts_a_folder_into_the_running_stack(stack: Stack, api: ApiClient) -> None:
-    # GIVEN the stack's state file, as `make local` writes it
-    state_file = ROOT / ".local" / "e2e-stack.json"
-
-    # WHEN a person drops an example folder with the helper command
-    result = subprocess.run(
+def drop(name: str, state_file: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m local.drop` of the exome example under `name`, as a person runs it in the checkout."""
+    return subprocess.run(
         [
             *(sys.executable, "-m", "local.drop", "examples/worksets/hg003-wes-normal"),
-            *("--name", "dropped by hand", "--state-file", str(state_file)),
+            *("--name", name, "--state-file", str(state_file)),
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'layers' / 'common'}"},
@@ -166,12 +164,37 @@ def test_local_drop_puts_a_folder_into_the_running_stack(stack: Stack, api: ApiC
         timeout=60,
         check=False,
     )
+
+
+def test_local_drop_puts_a_folder_into_the_running_stack_and_says_how_to_read_it(stack: Stack, api: ApiClient) -> None:
+    # GIVEN the stack's state file, as `make local` writes it
+    state_file = ROOT / ".local" / "e2e-stack.json"
+
+    # WHEN a person drops an example folder with the helper command, under a name that needs percent-encoding
+    result = drop("dropped by hand é", state_file)
     assert result.returncode == 0, result.stderr
-    assert "/worksets/dropped%20by%20hand" in result.stdout
 
     # THEN the workset shows up as ready
-    workset = wait_for(lambda: find(api, "dropped by hand"), "the workset to be registered", seconds=10)
+    workset = wait_for(lambda: find(api, "dropped by hand é"), "the workset to be registered", seconds=10)
     assert workset["state"] == "ready"
+
+    # AND the command it printed reads it (curl, which signs an encoded path wrongly, is not offered for this id)
+    [command] = [line.removeprefix("read it with: ") for line in result.stdout.splitlines() if "read it" in line]
+    assert "curl" not in result.stdout
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "WORKSET_"))}
+    shown = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "workset   dropped by hand é" in shown.stdout
+
+
+def test_local_drop_offers_curl_for_an_id_that_needs_no_encoding(stack: Stack) -> None:
+    result = drop("dropped-plain", ROOT / ".local" / "e2e-stack.json")
+
+    assert result.returncode == 0, result.stderr
+    assert f"or with: curl -s --aws-sigv4 aws:amz:{stack.region}:execute-api" in result.stdout
+    assert result.stdout.rstrip().endswith("/worksets/dropped-plain")
 
 
 def test_a_transient_failure_backs_off_retries_and_succeeds_visibly(stack: Stack, api: ApiClient, s3: Any) -> None:

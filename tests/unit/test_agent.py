@@ -1,6 +1,7 @@
-"""The cluster agent against a fake API: stopping on signals, riding out API outages, renewing its cluster during a
-run, cancel and lease loss, the command line, a relative run prefix, error categories, the workset folder, several
-runs at once, and resuming after a restart. Runs are real, short bash processes."""
+"""The cluster agent against a fake API: stopping on signals, riding out API outages, its cluster's registration,
+heartbeats, drain and retirement, cancel and lease loss, claims whose answer was lost, the command line, a relative
+run prefix, error categories, the workset folder and the work directories, several runs at once, and resuming after
+a restart. Runs are real, short bash processes."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from agent import runner
 from agent.categories import error_category
 from agent.client import ApiClient, ApiError
 from agent.folder import is_copied
-from agent.runbook import HeldRun, Resume, RunBook, resume_decision
+from agent.runbook import HeldRun, Resume, RunBook, dirname, group_alive, resume_decision, run_workdir
 from agent.runner import Agent, AgentConfig, AgentStopped, resolve_run_prefix
 
 TOKEN = 7
@@ -44,6 +45,9 @@ ENV_VARS = (
     "WORKSET_CLUSTER",
     "WORKSET_RUN_PREFIX",
     "AWS_REGION",
+    "WORKSET_CLUSTER_REGION",
+    "WORKSET_AVAILABILITY_ZONE",
+    "WORKSET_STOP_GRACE_SECONDS",
     "WORKSET_MAX_WORKSETS",
     "WORKSET_VCPUS",
     "WORKSET_COST_PER_VCPU_HOUR",
@@ -60,41 +64,79 @@ class FakeApi:
     `heartbeat_answers`: answers (or exceptions to raise) for the next heartbeats, then `in_progress`.
     `failures[state]`: exceptions raised by the next moves to `state`, before they land.
     `lost_answers[state]`: how many moves to `state` land but lose their answer (a connection error).
-    `on_heartbeat`, `on_next`, `on_claim`: hooks, e.g. to send the agent a signal at that moment.
+    `claim_failures`: exceptions raised by the next claims after they landed (their answer lost).
+    `cluster_answers`: statuses (or exceptions to raise) for the next cluster heartbeats, then `cluster_status`.
+    `on_heartbeat`, `on_next`, `on_claim`, `on_cluster_heartbeat`: hooks, e.g. to send the agent a signal then.
+    `calls`: the name of each call, in order.
     """
 
     def __init__(self, *worksets: dict[str, Any]) -> None:
         self.queue = list(worksets)
+        self.handed_out: list[dict[str, Any]] = []
         self.state: dict[str, str] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.moves: list[tuple[str, str, dict[str, Any]]] = []
-        self.registrations = 0
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.registrations: list[dict[str, Any]] = []
         self.heartbeats = 0
         self.heartbeat_answers: list[Any] = []
         self.failures: dict[str, list[BaseException]] = {}
         self.lost_answers: dict[str, int] = {}
+        self.claim_failures: list[BaseException] = []
+        self.cluster_status = "active"
+        self.cluster_answers: list[Any] = []
+        self.cluster_heartbeats: list[dict[str, Any]] = []
+        self.calls: list[str] = []
         self.on_heartbeat: Callable[[], None] | None = None
         self.on_next: Callable[[], None] | None = None
         self.on_claim: Callable[[], None] | None = None
+        self.on_cluster_heartbeat: Callable[[], None] | None = None
         self.next_failures: list[BaseException] = []
         self.session = SimpleNamespace(get_credentials=lambda: object())
 
     def register_cluster(self, cluster: dict[str, Any]) -> dict[str, Any]:
-        self.registrations += 1
-        return cluster
+        self.calls.append("register")
+        self.registrations.append(cluster)
+        self.cluster_status = "active"
+        return {**cluster, "status": "active"}
+
+    def cluster_heartbeat(
+        self, name: str, status: str | None = None, *, retries: int | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        self.calls.append(f"cluster heartbeat {status}" if status else "cluster heartbeat")
+        self.cluster_heartbeats.append({"status": status, "retries": retries, "timeout": timeout})
+        if self.on_cluster_heartbeat:
+            self.on_cluster_heartbeat()
+        if status is not None:
+            self.cluster_status = status
+        elif self.cluster_answers:
+            answer = self.cluster_answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            self.cluster_status = answer
+        return {"name": name, "status": self.cluster_status}
 
     def next_workset(self, cluster: str) -> dict[str, Any] | None:
+        self.calls.append("next")
         if self.on_next:
             self.on_next()
         if self.next_failures:
             raise self.next_failures.pop(0)
-        return self.queue.pop(0) if self.queue else None
+        if not self.queue:
+            return None
+        self.handed_out.append(self.queue.pop(0))
+        return self.handed_out[-1]
 
     def claim(self, workset_id: str, owner: str, cluster: str) -> dict[str, Any]:
+        self.calls.append(f"claim {workset_id}")
+        claimed = next((workset for workset in self.handed_out if workset["workset_id"] == workset_id), WORKSET)
         self.state[workset_id] = "locked"
+        self.leases[workset_id] = {"token": TOKEN, "owner": owner, "cluster": cluster}
         if self.on_claim:
             self.on_claim()
-        return {**WORKSET, "workset_id": workset_id, "state": "locked", "lease": {"token": TOKEN, "owner": owner}}
+        if self.claim_failures:
+            raise self.claim_failures.pop(0)
+        return {**claimed, "workset_id": workset_id, "state": "locked", "lease": {"token": TOKEN, "owner": owner}}
 
     def heartbeat(self, workset_id: str, lease_token: int, progress: str | None = None) -> dict[str, Any]:
         self.heartbeats += 1
@@ -114,14 +156,26 @@ class FakeApi:
             raise ApiError(409, "lease_lost", f"workset {workset_id} is not leased with token {TOKEN}")
         self.state[workset_id] = state
         self.moves.append((workset_id, state, fields))
-        self.history.setdefault(workset_id, []).append({"to_state": state, "actor": fields.get("actor")})
+        self.history.setdefault(workset_id, []).append(
+            {"event": "transition", "to_state": state, "actor": fields.get("actor")}
+        )
         if self.lost_answers.get(state):
             self.lost_answers[state] -= 1
             raise requests.ConnectionError("connection reset by peer")
         return {"workset_id": workset_id, "state": state}
 
     def get_workset(self, workset_id: str) -> dict[str, Any]:
-        return {"workset_id": workset_id, "state": self.state[workset_id], "history": self.history.get(workset_id, [])}
+        self.calls.append(f"get {workset_id}")
+        handed_out = next((workset for workset in self.handed_out if workset["workset_id"] == workset_id), WORKSET)
+        lease = self.leases.get(workset_id, {})
+        return {
+            **handed_out,
+            "workset_id": workset_id,
+            "state": self.state[workset_id],
+            "history": self.history.get(workset_id, []),
+            "lease": {"token": lease.get("token"), "owner": lease.get("owner")},
+            "cluster": lease.get("cluster"),
+        }
 
     def final_moves(self) -> list[tuple[str, str, dict[str, Any]]]:
         return [move for move in self.moves if move[1] != "in_progress"]
@@ -169,10 +223,15 @@ def script(tmp_path: Path) -> Callable[[str], str]:
 LONG_RUN = 'echo $$ > "$PWD/bash.pid"\nsleep 30 &\necho $! > "$PWD/child.pid"\nwait'
 
 
+SIZED = ("--vcpus", "64", "--cost-per-vcpu-hour", "0.04")
+"""The cluster's size and price, which the command requires."""
+
+
 def cli_args(run_prefix: str, work_root: Path) -> list[str]:
     return [
         *("--api", "http://api.test", "--cluster", "c1", "--run-prefix", run_prefix, "--work-root", str(work_root)),
         *("--heartbeat-seconds", "0.1", "--poll-seconds", "0.05", "--no-s3"),
+        *(*SIZED, "--stop-grace-seconds", "0.5"),
     ]
 
 
@@ -185,6 +244,7 @@ def make_agent(api: FakeApi, run_prefix: str, work_root: Path, folders: Any = No
         "work_root": work_root,
         "owner": OWNER,
         "report_retry_seconds": 5.0,
+        "stop_grace_seconds": 0.5,
         **overrides,
     }
     return Agent(api, AgentConfig(**fields), folders)
@@ -208,15 +268,20 @@ def wait_for(probe: Callable[[], bool], seconds: float = 5.0) -> bool:
     return probe()
 
 
+def workdir(work_root: Path, workset_id: str = "ws-1", attempt: int = 1) -> Path:
+    """The work directory of the workset's claim (its `workdir_name` being `ws-1`, as WORKSET's)."""
+    return work_root / workset_id / f"attempt-{attempt}" / "ws-1"
+
+
 def pids(work_root: Path) -> dict[str, int]:
-    return {path.stem: int(path.read_text()) for path in (work_root / "ws-1").glob("*.pid")}
+    return {path.stem: int(path.read_text()) for path in workdir(work_root).glob("*.pid")}
 
 
 def signal_when_running(work_root: Path, signum: int) -> Callable[[], None]:
     """A heartbeat hook: once the run's child process is up, send the agent `signum`."""
 
     def hook() -> None:
-        assert wait_for(lambda: (work_root / "ws-1" / "child.pid").exists() and len(pids(work_root)) == 2)
+        assert wait_for(lambda: (workdir(work_root) / "child.pid").exists() and len(pids(work_root)) == 2)
         os.kill(os.getpid(), signum)
 
     return hook
@@ -282,7 +347,7 @@ def test_a_signal_while_claiming_reports_the_workset_before_any_run(
     [(_, state, fields)] = api.moves
     assert (state, fields["error_category"]) == ("error", "transient")
     assert fields["reason"] == "agent stopped by SIGTERM before the run started"
-    assert not (work_root / "ws-1" / "ran").exists()
+    assert not (workdir(work_root) / "ran").exists()
 
 
 @pytest.mark.parametrize(("queue", "signum", "exit_code"), [((), 15, 0), ((WORKSET,), 15, 143), ((WORKSET,), 2, 130)])
@@ -385,31 +450,165 @@ def test_an_outage_between_runs_is_waited_out(work_root: Path, caplog: pytest.Lo
     assert "API unreachable (refused)" in caplog.text
 
 
-# --- 3. the cluster's registration during a run -----------------------------------------------------------------
+# --- 3. the cluster: registered once, heartbeated, drained, retired, marked unavailable on the way out ---------------
 
 
-def test_the_cluster_registration_is_renewed_during_a_run(work_root: Path, script: Callable[[str], str]) -> None:
+def test_the_cluster_is_registered_once_then_only_heartbeated_without_a_status(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    # GIVEN an agent running a workset for 0.8 s, heartbeat period 0.1 s
     api = FakeApi(WORKSET)
     agent = make_agent(api, script("sleep 0.8"), work_root)
 
-    outcome = agent.run_once()
+    # WHEN it runs until idle
+    outcomes = agent.run_forever(idle_exit_seconds=0.2)
 
-    assert outcome is not None and outcome.state == "complete"
-    assert api.registrations >= 3  # one per heartbeat period (0.1 s) of a 0.8 s run
+    # THEN it registered its cluster once, and kept it live with heartbeats that leave its status alone
+    assert [outcome.state for outcome in outcomes] == ["complete"]
+    assert len(api.registrations) == 1
+    during_the_run = [beat for beat in api.cluster_heartbeats if beat["status"] is None]
+    assert len(during_the_run) >= 3
 
 
-def test_a_failed_registration_renewal_does_not_end_the_run(work_root: Path, script: Callable[[str], str]) -> None:
+def test_a_failed_cluster_heartbeat_does_not_end_the_run(work_root: Path, script: Callable[[str], str]) -> None:
     api = FakeApi(WORKSET)
-
-    def unreachable(cluster: dict[str, Any]) -> dict[str, Any]:
-        raise requests.ConnectionError("refused")
-
-    api.register_cluster = unreachable
+    api.cluster_answers = [requests.ConnectionError("refused") for _ in range(1000)]
     agent = make_agent(api, script("sleep 0.5"), work_root)
 
     outcome = agent.run_once()
 
     assert outcome is not None and outcome.state == "complete"
+
+
+def test_a_draining_cluster_claims_nothing_until_it_is_active_again(
+    work_root: Path, script: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN an operator drained the cluster: its next three heartbeats answer `draining`, and a workset waits for it
+    api = FakeApi()
+    api.cluster_answers = ["draining", "draining", "draining", "active"]
+
+    def hand_out_once_draining() -> None:
+        if api.cluster_status == "draining" and not api.handed_out and not api.queue:
+            api.queue.append(WORKSET)
+
+    api.on_cluster_heartbeat = hand_out_once_draining
+    agent = make_agent(api, script("exit 0"), work_root)
+
+    # WHEN the agent runs until idle
+    outcomes = agent.run_forever(idle_exit_seconds=1.0)
+
+    # THEN it did not even ask for work while draining, and claimed the workset once the cluster was active again
+    assert [outcome.state for outcome in outcomes] == ["complete"]
+    asked = [index for index, call in enumerate(api.calls) if call in ("next", "claim ws-1")]
+    fourth_heartbeat = [index for index, call in enumerate(api.calls) if call == "cluster heartbeat"][3]
+    first_draining = api.calls.index("cluster heartbeat")
+    assert not [index for index in asked if first_draining < index < fourth_heartbeat], api.calls
+    assert api.calls.index("claim ws-1") > fourth_heartbeat
+    assert "cluster c1 is draining: no new work" in caplog.text
+    assert "cluster c1 is active again: taking work" in caplog.text
+
+
+def test_a_cluster_drained_during_a_run_finishes_the_run_and_claims_no_other(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    # GIVEN two worksets for the cluster, and the cluster drained while the first runs
+    api = FakeApi(WORKSET, {**WORKSET, "workset_id": "ws-2"})
+    api.cluster_answers = ["draining"] * 1000
+    agent = make_agent(api, script("sleep 0.6"), work_root)
+
+    # WHEN the agent runs until idle
+    outcomes = agent.run_forever(idle_exit_seconds=0.5)
+
+    # THEN the first run was finished and reported, the cluster kept heartbeating, and the second was not claimed
+    assert [(outcome.workset_id, outcome.state) for outcome in outcomes] == [("ws-1", "complete")]
+    assert "claim ws-2" not in api.calls
+    assert len([beat for beat in api.cluster_heartbeats if beat["status"] is None]) >= 3
+
+
+def test_a_retired_cluster_finishes_its_run_then_the_agent_exits_3(
+    work_root: Path,
+    script: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN an operator retires the cluster while its agent runs a workset, and another workset waits
+    api = FakeApi(WORKSET, {**WORKSET, "workset_id": "ws-2"})
+    api.cluster_answers = [ApiError(409, "cluster_retired", "cluster c1 is retired")] * 1000
+    monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: api)
+
+    # WHEN the agent runs
+    code = cli.main(cli_args(script("sleep 0.6"), work_root))
+
+    # THEN it finished and reported the run, claimed nothing more, did not register again, and exited 3
+    assert code == 3
+    assert [(workset_id, state) for workset_id, state, _ in api.final_moves()] == [("ws-1", "complete")]
+    assert "claim ws-2" not in api.calls
+    assert len(api.registrations) == 1
+    assert "unavailable" not in " ".join(api.calls)
+    assert "cluster c1 was retired; its runs are finished, so the agent stops" in capsys.readouterr().err
+
+
+def test_a_cluster_whose_record_is_gone_is_registered_again(work_root: Path, script: Callable[[str], str]) -> None:
+    api = FakeApi(WORKSET)
+    api.cluster_answers = [ApiError(404, "not_found", "no cluster 'c1'")]
+    agent = make_agent(api, script("sleep 0.5"), work_root, availability_zone="us-west-2b")
+    agent.register()
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "complete"
+    assert len(api.registrations) == 2
+    assert api.registrations[1]["availability_zone"] == "us-west-2b"
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_an_agent_stopped_by_a_signal_marks_its_cluster_unavailable_after_stopping_its_runs(
+    guard_signals: Any, work_root: Path, script: Callable[[str], str], busy: bool
+) -> None:
+    api = FakeApi(*([WORKSET] if busy else []))
+    if busy:
+        api.on_heartbeat = signal_when_running(work_root, signal.SIGTERM)
+    else:
+        api.on_next = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    agent = make_agent(api, script(LONG_RUN), work_root)
+
+    with pytest.raises(AgentStopped):
+        agent.run_forever()
+
+    # the notice is the agent's last call, after the stopped run's report, one try in bounded time
+    assert api.calls[-1] == "cluster heartbeat unavailable"
+    assert api.cluster_heartbeats[-1] == {"status": "unavailable", "retries": 0, "timeout": runner.STOP_NOTICE_SECONDS}
+    if busy:
+        assert [state for _, state, _ in api.final_moves()] == ["error"]
+
+
+def test_an_agent_that_cannot_mark_its_cluster_unavailable_still_stops(
+    guard_signals: Any, work_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi()
+    api.on_next = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    cluster_heartbeat = api.cluster_heartbeat
+
+    def unreachable(name: str, status: str | None = None, **options: Any) -> dict[str, Any]:
+        cluster_heartbeat(name, status, **options)
+        raise requests.ConnectionError("refused")
+
+    api.cluster_heartbeat = unreachable  # type: ignore[method-assign]
+    agent = make_agent(api, "true", work_root)
+
+    with pytest.raises(AgentStopped) as stopped:
+        agent.run_forever()
+
+    assert stopped.value.exit_code == 0
+    assert "cluster c1 not marked unavailable: refused" in caplog.text
+
+
+def test_an_agent_that_exits_when_idle_marks_its_cluster_unavailable(work_root: Path) -> None:
+    api = FakeApi()
+    agent = make_agent(api, "true", work_root)
+
+    assert agent.run_forever(idle_exit_seconds=0.1) == []
+    assert api.calls[-1] == "cluster heartbeat unavailable"
 
 
 # --- 4. cancel and lease loss --------------------------------------------------------------------------------------
@@ -467,6 +666,104 @@ def test_a_lost_lease_stops_its_run_as_lease_lost(work_root: Path, script: Calla
     assert api.final_moves() == []
 
 
+# A run whose child ignores TERM (it writes its pid once the trap is set) and outlives the bash that started it.
+STUBBORN_RUN = 'echo $$ > "$PWD/bash.pid"\n( trap "" TERM; echo $BASHPID > "$PWD/child.pid"; exec sleep 30 ) &\nwait'
+
+
+def test_a_canceled_run_whose_child_ignores_term_is_killed_after_the_grace_period(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    # GIVEN a run whose child ignores TERM and outlives its bash, and a grace period of 0.5 s
+    api = FakeApi(WORKSET)
+
+    def cancel() -> None:
+        assert wait_for(lambda: len(pids(work_root)) == 2)
+        api.state["ws-1"] = "canceled"
+
+    api.on_heartbeat = cancel
+    agent = make_agent(api, script(STUBBORN_RUN), work_root, stop_grace_seconds=0.5)
+
+    # WHEN the workset is canceled
+    outcome = agent.run_once()
+
+    # THEN by the time the agent is done with the run, its whole process group is gone: TERM, the grace, then KILL
+    assert outcome is not None and outcome.state == "canceled"
+    running = pids(work_root)
+    assert not any(alive(pid) for pid in running.values()), running
+
+
+def test_a_signal_kills_a_child_that_ignores_term_after_the_grace_period(
+    guard_signals: Any, work_root: Path, script: Callable[[str], str]
+) -> None:
+    api = FakeApi(WORKSET)
+    api.on_heartbeat = signal_when_running(work_root, signal.SIGTERM)
+    agent = make_agent(api, script(STUBBORN_RUN), work_root, stop_grace_seconds=0.5)
+
+    with pytest.raises(AgentStopped) as stopped:
+        agent.run_forever()
+
+    assert stopped.value.exit_code == 143
+    running = pids(work_root)
+    assert not any(alive(pid) for pid in running.values()), running
+    [(_, state, fields)] = api.final_moves()
+    assert (state, fields["error_category"]) == ("error", "transient")
+
+
+# --- 4b. claims whose answer was lost ---------------------------------------------------------------------------------
+
+
+def test_a_claim_whose_answer_was_lost_is_taken_up(
+    work_root: Path, script: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN the claim lands but its answer is lost, and the client's retry gets 409: the workset is locked already
+    api = FakeApi(WORKSET)
+    api.claim_failures = [ApiError(409, "transition_refused", "ws-1: locked -> locked refused", may_have_landed=True)]
+    agent = make_agent(api, script("exit 0"), work_root)
+
+    # WHEN the agent takes its next workset
+    outcome = agent.run_once()
+
+    # THEN it finds the lease is its own (owner and cluster), takes the claim up and runs the workset
+    assert outcome is not None and outcome.state == "complete"
+    assert [state for _, state, _ in api.moves] == ["in_progress", "complete"]
+    assert "workset ws-1: the claim landed though its answer was lost; taking it up" in caplog.text
+
+
+@pytest.mark.parametrize(("owner", "cluster"), [("other-node:9", "c1"), (OWNER, "c2")])
+def test_a_workset_locked_by_another_agent_or_for_another_cluster_is_left_alone(
+    work_root: Path, script: Callable[[str], str], owner: str, cluster: str
+) -> None:
+    api = FakeApi(WORKSET)
+    claim = api.claim
+
+    def taken(workset_id: str, **claimant: str) -> dict[str, Any]:
+        claim(workset_id, owner, cluster)  # someone else's claim landed first
+        raise ApiError(409, "transition_refused", "ws-1: locked -> locked refused", may_have_landed=True)
+
+    api.claim = taken  # type: ignore[method-assign]
+    agent = make_agent(api, script("touch ran"), work_root)
+
+    assert agent.run_once() is None
+    assert api.moves == []
+    assert agent.runbook.runs() == []
+
+
+def test_a_claim_that_got_no_answer_at_all_is_settled_at_the_next_poll(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    # GIVEN the claim lands, and every try of the client loses its answer
+    api = FakeApi(WORKSET)
+    api.claim_failures = [requests.ConnectionError("connection reset by peer")]
+    agent = make_agent(api, script("exit 0"), work_root)
+
+    # WHEN the agent runs until idle
+    outcomes = agent.run_forever(idle_exit_seconds=0.3)
+
+    # THEN its next poll found the claim its own and ran the workset, claimed once
+    assert [(outcome.workset_id, outcome.state) for outcome in outcomes] == [("ws-1", "complete")]
+    assert api.calls.count("claim ws-1") == 1
+
+
 # --- 5. the command line -----------------------------------------------------------------------------------------
 
 
@@ -500,7 +797,7 @@ def test_a_bad_environment_value_is_a_usage_error(
 
 
 def test_an_api_that_is_not_a_url_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--api", "api.example.com", "--cluster", "c1"]) == 1
+    assert cli.main(["--api", "api.example.com", "--cluster", "c1", *SIZED]) == 1
 
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -515,7 +812,7 @@ def test_an_unreachable_api_is_one_clear_line(
     monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: ApiClient(*args, **kwargs, retries=0))
     url = f"http://127.0.0.1:{closed_port()}"
 
-    assert cli.main(["--api", url, "--cluster", "c1", "--work-root", str(tmp_path)]) == 1
+    assert cli.main(["--api", url, "--cluster", "c1", "--work-root", str(tmp_path), *SIZED]) == 1
 
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
@@ -544,7 +841,7 @@ def test_without_credentials_the_agent_warns_that_requests_go_unsigned(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: ApiClient(*args, **kwargs, retries=0))
 
-    assert cli.main(["--api", f"http://127.0.0.1:{closed_port()}", "--cluster", "c1"]) == 1
+    assert cli.main(["--api", f"http://127.0.0.1:{closed_port()}", "--cluster", "c1", *SIZED]) == 1
 
     assert "no AWS credentials found: requests to the API go unsigned" in caplog.text
 
@@ -554,6 +851,93 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_the_clusters_size_and_price_are_required(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("WORKSET_VCPUS", raising=False)
+    monkeypatch.delenv("WORKSET_COST_PER_VCPU_HOUR", raising=False)
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--api", "http://api.test", "--cluster", "c1", "--vcpus", "64"])
+
+    assert exited.value.code == 2
+    assert "--vcpus and --cost-per-vcpu-hour are required" in capsys.readouterr().err
+
+
+def test_a_free_and_unsized_cluster_is_allowed_with_a_loud_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, work_root: Path
+) -> None:
+    api = FakeApi()
+    monkeypatch.setattr(cli, "ApiClient", lambda *args, **kwargs: api)
+
+    code = cli.main(
+        [*cli_args("true", work_root), "--vcpus", "0", "--cost-per-vcpu-hour", "0", "--exit-when-idle", "0"]
+    )
+
+    assert code == 0
+    assert (api.registrations[0]["vcpus"], api.registrations[0]["cost_per_vcpu_hour"]) == (0, 0)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("costs 0 per vCPU-hour" in line and "wins every placement" in line for line in warnings), warnings
+    assert any("declares 0 vCPUs" in line and "any size fits" in line for line in warnings), warnings
+
+
+EXECUTE_API = "https://a1b2c3d4e5.execute-api.us-west-2.amazonaws.com/dev"
+
+
+@pytest.mark.parametrize(
+    ("flags", "environment", "signing", "cluster_region", "zone"),
+    [
+        (["--api", EXECUTE_API], {}, "us-west-2", "us-west-2", None),
+        (["--api", EXECUTE_API, "--availability-zone", "us-west-2b"], {}, "us-west-2", "us-west-2", "us-west-2b"),
+        (["--api", EXECUTE_API, "--cluster-region", "us-east-2"], {}, "us-west-2", "us-east-2", None),
+        (["--api", "http://127.0.0.1:3000", "--region", "eu-west-1"], {}, "eu-west-1", "eu-west-1", None),
+        (["--api", "http://127.0.0.1:3000"], {"AWS_REGION": "ap-south-1"}, "ap-south-1", "ap-south-1", None),
+        (["--api", "http://127.0.0.1:3000"], {}, "us-east-1", "us-east-1", None),
+        (
+            ["--api", EXECUTE_API],
+            {"WORKSET_CLUSTER_REGION": "us-west-1", "WORKSET_AVAILABILITY_ZONE": "us-west-1a"},
+            "us-west-2",
+            "us-west-1",
+            "us-west-1a",
+        ),
+    ],
+)
+def test_the_signing_region_the_clusters_region_and_its_zone(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    work_root: Path,
+    flags: list[str],
+    environment: dict[str, str],
+    signing: str,
+    cluster_region: str,
+    zone: str | None,
+) -> None:
+    # GIVEN a head node with no region configured but what the case says
+    for name in (
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "WORKSET_CLUSTER_REGION",
+        "WORKSET_AVAILABILITY_ZONE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    api = FakeApi()
+    clients: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "ApiClient", lambda url, **options: clients.append(options) or api)
+
+    # WHEN the agent starts
+    options = ["--cluster", "c1", "--work-root", str(work_root), "--no-s3", "--exit-when-idle", "0", *SIZED]
+    assert cli.main([*flags, *options]) == 0
+
+    # THEN it signs for the API's region, and registers the cluster's region and zone
+    assert clients[0]["region"] == signing
+    [registration] = api.registrations
+    assert (registration["region"], registration["availability_zone"]) == (cluster_region, zone)
 
 
 # --- 6. a relative run prefix --------------------------------------------------------------------------------------
@@ -718,7 +1102,7 @@ def test_a_folder_that_cannot_be_read_is_an_error_before_the_run(work_root: Path
 
     assert outcome is not None and outcome.state == "error"
     assert [(state, fields["error_category"]) for _, state, fields in api.final_moves()] == [("error", "configuration")]
-    assert not (work_root / "ws-1" / "ran").exists()
+    assert not (workdir(work_root) / "ran").exists()
     assert agent.runbook.runs() == []
 
 
@@ -736,6 +1120,93 @@ def test_a_folder_that_cannot_be_read_is_an_error_before_the_run(work_root: Path
 )
 def test_which_objects_of_the_folder_are_copied(key: str, copied: bool) -> None:
     assert is_copied(key) is copied
+
+
+def test_worksets_with_the_same_workdir_name_run_in_directories_of_their_own(
+    work_root: Path, script: Callable[[str], str]
+) -> None:
+    # GIVEN two worksets whose work files name the same work directory, run one after the other
+    shared = {"workdir_name": "shared", "run_command": ""}
+    api = FakeApi(
+        {**WORKSET, "workset_id": "wd-first", "work": shared}, {**WORKSET, "workset_id": "wd-second", "work": shared}
+    )
+    run = 'if [[ -e result.txt ]]; then echo "stale: $(cat result.txt)"; exit 1; fi\necho "$WORKSET_ID" > result.txt'
+    agent = make_agent(api, script(run), work_root)
+
+    # WHEN the agent runs both
+    outcomes = agent.run_forever(idle_exit_seconds=0.2)
+
+    # THEN the second did not see the first one's files: each ran in a directory of its own
+    assert [(outcome.workset_id, outcome.state) for outcome in outcomes] == [
+        ("wd-first", "complete"),
+        ("wd-second", "complete"),
+    ]
+    for workset_id in ("wd-first", "wd-second"):
+        assert (work_root / workset_id / "attempt-1" / "shared" / "result.txt").read_text() == f"{workset_id}\n"
+
+
+def test_a_claim_starts_in_an_empty_work_directory(work_root: Path, script: Callable[[str], str]) -> None:
+    # GIVEN files an earlier claim of the same attempt left behind (its lease given back, say)
+    stale = workdir(work_root) / "result.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier claim")
+    api = FakeApi(WORKSET)
+    agent = make_agent(api, script("[[ ! -e result.txt ]]"), work_root)
+
+    # WHEN the workset is claimed and run again
+    outcome = agent.run_once()
+
+    # THEN its run found the directory empty
+    assert outcome is not None and outcome.state == "complete"
+
+
+def test_a_work_directory_that_cannot_be_emptied_is_a_transient_error(
+    work_root: Path, script: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir(work_root).mkdir(parents=True)
+
+    def refuse(path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(runner.shutil, "rmtree", refuse)
+    api = FakeApi(WORKSET)
+    agent = make_agent(api, script("touch ran"), work_root)
+
+    outcome = agent.run_once()
+
+    assert outcome is not None and outcome.state == "error"
+    [(_, state, fields)] = api.moves
+    assert (state, fields["error_category"]) == ("error", "transient")
+    assert "the work directory could not be emptied" in fields["reason"]
+    assert agent.runbook.runs() == []
+
+
+def test_each_attempt_of_a_workset_has_a_directory_of_its_own(tmp_path: Path) -> None:
+    assert run_workdir(tmp_path, "ws-1", 1, "shared") == tmp_path / "ws-1" / "attempt-1" / "shared"
+    assert run_workdir(tmp_path, "ws-1", 2, "shared") == tmp_path / "ws-1" / "attempt-2" / "shared"
+    assert run_workdir(tmp_path, "ws 1", 1, None) == tmp_path / "ws%201" / "attempt-1" / "ws%201"
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("a b", "a_b"),
+        ("a/b", "a_b"),
+        ("a b", "a%20b"),
+        (".x", "%2Ex"),
+        ("runé", "rune\u0301"),
+        ("x" * 300 + "1", "x" * 300 + "2"),
+    ],
+)
+def test_distinct_names_get_distinct_directory_names(one: str, other: str) -> None:
+    assert dirname(one) != dirname(other)
+    for name in (one, other):
+        assert "/" not in dirname(name) and not dirname(name).startswith(".") and len(dirname(name)) <= 200
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+def test_no_directory_name_is_hidden_or_a_path_step(name: str) -> None:
+    assert dirname(name).startswith("%2E")
 
 
 # --- 8. several worksets at once ------------------------------------------------------------------------------------
@@ -927,6 +1398,22 @@ def test_a_run_whose_lease_was_lost_meanwhile_is_stopped_and_forgotten(work_root
     assert agent.runbook.runs() == []
 
 
+def test_an_adopted_run_whose_child_ignores_term_is_killed_after_the_grace_period(work_root: Path) -> None:
+    # GIVEN a run left by a killed agent, whose child ignores TERM, and whose lease was lost meanwhile
+    api = FakeApi()
+    process = held_run(work_root, '( trap "" TERM; echo $BASHPID > "$PWD/child.pid"; exec sleep 30 ) & wait', api)
+    assert wait_for(lambda: (work_root / "ws-1" / "child.pid").exists())
+    api.heartbeat_answers = [ApiError(409, "lease_lost", "expired")]
+    agent = make_agent(api, "true", work_root, stop_grace_seconds=0.3)
+
+    # WHEN the agent starts again
+    agent.run_forever(idle_exit_seconds=0.2)
+
+    # THEN no process of the run's group is left
+    process.wait(timeout=5)
+    assert not group_alive(process.pid)
+
+
 def test_a_workset_claimed_but_not_started_is_given_back(work_root: Path) -> None:
     api = FakeApi()
     released: list[tuple[str, int]] = []
@@ -938,6 +1425,30 @@ def test_a_workset_claimed_but_not_started_is_given_back(work_root: Path) -> Non
     agent.run_forever(idle_exit_seconds=0.2)
 
     assert released == [("ws-1", TOKEN)]
+    assert agent.runbook.runs() == []
+
+
+def test_a_lease_given_back_whose_answer_was_lost_is_not_taken_for_a_failure(
+    work_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN giving the lease back lands, its answer is lost, and the client's retry gets 409 (ready already)
+    api = FakeApi()
+
+    def release(workset_id: str, lease_token: int, *, actor: str, reason: str) -> dict[str, Any]:
+        api.state[workset_id] = "ready"
+        api.history.setdefault(workset_id, []).append({"event": "transition", "to_state": "ready", "actor": actor})
+        raise ApiError(409, "transition_refused", "ready -> ready refused", may_have_landed=True)
+
+    api.release = release  # type: ignore[attr-defined]
+    RunBook(work_root / "c1.runs.json").put(HeldRun("ws-1", TOKEN, str(work_root / "ws-1"), "bucket", FOLDER, 1))
+    api.state["ws-1"] = "locked"
+    agent = make_agent(api, "true", work_root)
+
+    # WHEN the agent starts again
+    agent.run_forever(idle_exit_seconds=0.2)
+
+    # THEN it knows the lease was given back: no warning that it will expire
+    assert "not given back" not in caplog.text
     assert agent.runbook.runs() == []
 
 
