@@ -5,12 +5,17 @@ It starts the local stack as its own process (what `make local` runs, on free po
 `examples/worksets/` (files first, the `daylily.ready` sentinel last), starts two cluster agents on two clusters (a
 cheap one with room for one workset, a dearer one with room for two), each as its own process, and prints what
 happened through the API and a queue subscribed to the SNS topic: the valid workset's timeline up to
-`complete`, the invalid one's reasons, and the notifications. It exits 0 only when the valid workset reached
-`complete` and the invalid one is in `error`.
+`complete`, the invalid one's reasons, and the notifications. A fourth workset, whose run is slow, is canceled while
+it runs: its agent stops the run's process group. It exits 0 only when the valid worksets reached `complete`, the
+invalid one is in `error`, the canceled one stayed `canceled` with its run stopped, and no run started twice.
+
+`python -m local.demo --stay` keeps the stack up after the demo, until Ctrl-C, to look at it (the dashboard, the
+`workset` command with the printed environment).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -43,6 +48,10 @@ RETRY_BASE_SECONDS = 2
 CLUSTER = "demo-cluster-usw2a"
 SECOND_CLUSTER = "demo-cluster-usw2b"
 """A cheaper cluster with room for one workset: the scheduler fills it first, the other cluster takes the rest."""
+CANCELED = "wes-canceled-mid-run"
+"""A copy of the exome example whose run is slow (FAKE_DYR_SLOW_WORKSETS): the demo cancels it while it runs."""
+RUNS_FILE = LOCAL_DIR / "demo-runs.tsv"
+"""Where the stand-in for dy-r writes a line per run it starts: how the demo sees that no run started twice."""
 TIMEOUT_SECONDS = 90.0
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -138,7 +147,11 @@ def local_stack(
                 process.wait()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--stay", action="store_true", help="keep the local stack up after the demo, until Ctrl-C")
+    args = parser.parse_args(argv)
+
     with (
         DemoChannels() as channels,
         local_stack(parameters={"RetryBaseSeconds": str(RETRY_BASE_SECONDS), **channels.parameters()}) as stack,
@@ -148,21 +161,30 @@ def main() -> int:
         s3 = stack.client("s3")
         api = stack.api()
 
-        for name in (VALID, RETRIED, INVALID):
-            count = upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / name)
+        for name, folder in ((VALID, VALID), (RETRIED, RETRIED), (INVALID, INVALID), (CANCELED, RETRIED)):
+            count = upload_workset(s3, stack.bucket, stack.prefix, EXAMPLES / folder, name)
             _say(f"uploaded {count} files to s3://{stack.bucket}/{stack.prefix}{name}/, then daylily.ready")
-        for name in (VALID, RETRIED, INVALID):
+        for name in (VALID, RETRIED, INVALID, CANCELED):
             workset = wait_for(partial(find, api, name), f"{name} to be registered")
             _say(f"{name} registered: {workset['state']}, priority {workset['priority']}, attempt {workset['attempt']}")
 
         _say(f"{RETRIED}'s first attempt will fail with a transient error (exit 75), then retry by itself")
+        _say(f"{CANCELED}'s run is slow: the demo cancels it while it runs")
         _say("two agents, two clusters: the scheduler gives each workset to the cheapest cluster with room")
+        RUNS_FILE.unlink(missing_ok=True)
+        slow = {"FAKE_DYR_SLOW_WORKSETS": CANCELED, "FAKE_DYR_RUNS_FILE": str(RUNS_FILE)}
         agents = {
             SECOND_CLUSTER: start_agent(
-                stack, SECOND_CLUSTER, fail_first_attempt_of=RETRIED, max_worksets=1, cost_per_vcpu_hour=0.03
+                stack,
+                SECOND_CLUSTER,
+                fail_first_attempt_of=RETRIED,
+                max_worksets=1,
+                cost_per_vcpu_hour=0.03,
+                environment=slow,
             ),
-            CLUSTER: start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED),
+            CLUSTER: start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED, environment=slow),
         }
+        stopped = cancel_mid_run(api, CANCELED)
         outcomes = {name: wait_for(partial(finished, api, name), f"{name} to finish") for name in (VALID, RETRIED)}
         agent_outputs = {cluster: _stop(agent) for cluster, agent in agents.items()}
         inbox = Inbox(stack)
@@ -179,6 +201,8 @@ def main() -> int:
             print(f"  ran on cluster {workset.get('cluster')}")
             print(f"  sentinels now in its folder: {', '.join(sentinels[name])}")
             print(f"  the agent's log tails: {', '.join(agent_logs(s3, stack.bucket, folders[name]))}")
+        print_cancel(stopped)
+        twice = print_runs(started_runs())
         invalid = api.get_workset(INVALID)
         print_reasons(invalid)
         print_notifications(inbox.messages)
@@ -188,14 +212,113 @@ def main() -> int:
         print_metrics(LOCAL_DIR / "demo-stack.log")
 
         summary = {name: (workset["state"], workset["attempt"]) for name, workset in outcomes.items()}
-        ok = summary == {VALID: ("complete", 1), RETRIED: ("complete", 2)} and invalid["state"] == "error"
+        canceled = api.get_workset(CANCELED)
+        ok = (
+            summary == {VALID: ("complete", 1), RETRIED: ("complete", 2)}
+            and invalid["state"] == "error"
+            and canceled["state"] == "canceled"
+            and not twice
+        )
         print()
         _say(
             f"{VALID} is {outcomes[VALID]['state']}, {RETRIED} is {outcomes[RETRIED]['state']} "
-            f"after {outcomes[RETRIED]['attempt']} attempts, {INVALID} is {invalid['state']}: "
-            f"demo {'passed' if ok else 'FAILED'}"
+            f"after {outcomes[RETRIED]['attempt']} attempts, {INVALID} is {invalid['state']}, {CANCELED} is "
+            f"{canceled['state']} with its run stopped: demo {'passed' if ok else 'FAILED'}"
         )
+        if args.stay:
+            stay(stack)
         return 0 if ok else 1
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """A workset canceled mid-run, and how its run ended: the process group the agent stopped."""
+
+    workset: dict[str, Any]
+    cluster: str
+    pgid: int
+    gone_after: float
+    """Seconds from the cancel until no process of the run's group was left."""
+
+
+def cancel_mid_run(api: ApiClient, workset_id: str) -> StoppedRun:
+    """Cancel a workset once its (slow) run is going, as a person would, and wait for its agent to stop the run's
+    whole process group: the run's processes are gone and the workset stays canceled."""
+    running = wait_for(partial(_running, api, workset_id), f"{workset_id} to be running")
+    run = wait_for(lambda: next((r for r in started_runs() if r["workset_id"] == workset_id), None), "its run")
+    _say(f"{workset_id} runs on {running['cluster']} (process group {run['pgid']}): canceling it")
+
+    api.act(workset_id, "cancel", actor="demo", reason="canceled mid-run by the demo")
+    canceled_at = time.monotonic()
+    wait_for(lambda: None if _group_alive(run["pgid"]) else True, f"the run of {workset_id} to stop", seconds=30)
+    gone_after = time.monotonic() - canceled_at
+
+    workset = wait_for(partial(finished, api, workset_id), f"{workset_id} to settle")
+    return StoppedRun(workset, str(running["cluster"]), run["pgid"], gone_after)
+
+
+def _running(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
+    workset = api.get_workset(workset_id)
+    return workset if workset["state"] == "in_progress" and workset.get("progress") == "pipeline running" else None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def started_runs() -> list[dict[str, Any]]:
+    """The runs the stand-in for dy-r started, from its runs file: workset id, attempt, pid and process group."""
+    if not RUNS_FILE.exists():
+        return []
+    runs = []
+    for line in RUNS_FILE.read_text().splitlines():
+        workset_id, attempt, pid, pgid = line.split("\t")
+        if not pgid:
+            continue  # the stand-in could not read its process group
+        runs.append({"workset_id": workset_id, "attempt": int(attempt), "pid": int(pid), "pgid": int(pgid)})
+    return runs
+
+
+def print_cancel(stopped: StoppedRun) -> None:
+    print_timeline(stopped.workset)
+    print(
+        f"  canceled mid-run on {stopped.cluster}: its agent stopped the run's process group {stopped.pgid}, gone "
+        f"{stopped.gone_after:.1f} s after the cancel; the workset stayed {stopped.workset['state']}"
+    )
+
+
+def print_runs(runs: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Print the runs started, and return the (workset, attempt) pairs that started more than once."""
+    counts: dict[tuple[str, int], int] = {}
+    for run in runs:
+        key = (run["workset_id"], run["attempt"])
+        counts[key] = counts.get(key, 0) + 1
+    twice = [key for key, count in counts.items() if count > 1]
+    shown = ", ".join(f"{workset_id} #{attempt}" for workset_id, attempt in counts)
+    verdict = "none twice" if not twice else f"TWICE: {twice}"
+    print(f"\nruns the pipeline started ({len(runs)}): {shown}; {verdict}")
+    return twice
+
+
+def stay(stack: Stack) -> None:
+    """Keep the stack up until Ctrl-C, saying how to reach it."""
+    print()
+    _say(f"the stack stays up until Ctrl-C: API {stack.api_url}, emulator {stack.emulator_url}")
+    _say(
+        f"  e.g. WORKSET_API_URL={stack.api_url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+        f"AWS_REGION={stack.region} .venv/bin/workset list"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        _say("stopping the stack")
 
 
 def print_dashboard(stack: Stack) -> None:

@@ -144,6 +144,9 @@ def test_make_demo_exits_0_and_shows_the_states_up_to_complete_and_the_reasons()
         "automatic retry: attempt 2 of 3 after a transient error",
         "retry_scheduled hg003-wes-normal",
         "completion      hg002-giab-wgs-30x",
+        "in_progress -> canceled  by demo",
+        "its agent stopped the run's process group",
+        "none twice",
         "/dashboard#access_key_id=testing&secret_access_key=testing&region=us-east-1",
         "demo passed",
     ):
