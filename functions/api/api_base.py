@@ -22,6 +22,7 @@ from workset_monitor.errors import (
     ClusterRetired,
     ConcurrentUpdate,
     FolderNotFound,
+    InvalidRequest,
     LeaseLost,
     NotAWorksetFolder,
     TransitionRefused,
@@ -44,6 +45,7 @@ ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     ConcurrentUpdate: (409, "concurrent_update"),
     LeaseLost: (409, "lease_lost"),
     NotAWorksetFolder: (422, "not_a_workset_folder"),
+    InvalidRequest: (422, "invalid_request"),
     InvalidPageToken: (400, "bad_request"),
 }
 

@@ -64,14 +64,19 @@ class RegisterRequest(_Body):
 
 
 class ClusterRegistration(_Body):
-    """What an agent says of its cluster when it registers it or renews its registration."""
+    """What an agent says of its cluster when it registers it (once, at its start), or a person registers it again.
+
+    A field left out keeps what is stored (a new cluster: its default); a field sent as null goes back to its default.
+    """
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    region: str = Field(default="us-west-2", min_length=1, max_length=64)
-    availability_zone: str | None = Field(default=None, max_length=64)
-    max_worksets: int = Field(default=1, ge=1, le=10_000)
-    vcpus: int = Field(default=0, ge=0, le=10_000_000)
-    cost_per_vcpu_hour: float = Field(default=0.0, ge=0, le=1_000)
+    region: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Its AWS region; default: the API's own region."
+    )
+    availability_zone: str | None = Field(default=None, max_length=64, description="Its AZ; default: none.")
+    max_worksets: int | None = Field(default=None, ge=1, le=10_000, description="Worksets at once; default: 1.")
+    vcpus: int | None = Field(default=None, ge=0, le=10_000_000, description="Its vCPUs; default: 0 (not counted).")
+    cost_per_vcpu_hour: float | None = Field(default=None, ge=0, le=1_000, description="USD; default: 0.")
 
 
 class ClusterHeartbeat(_Body):
@@ -154,12 +159,12 @@ def claim_workset(workset_id: Id, request: ClaimRequest) -> dict[str, Any]:
 
 @app.delete(
     "/worksets/<workset_id>/lock",
-    summary="Give a lease back before the run starts: the workset is ready again, in the same attempt",
+    summary="Give a lease back before the run starts (locked only, with its token): ready again, in the same attempt",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def release_workset(workset_id: Id, request: ReleaseRequest) -> dict[str, Any]:
-    workset = lifecycle().change_state(
-        path_id(workset_id), State.READY, actor=request.actor, reason=request.reason, lease_token=request.lease_token
+    workset = lifecycle().release(
+        path_id(workset_id), lease_token=request.lease_token, actor=request.actor, reason=request.reason
     )
     return to_json_dict(workset)
 
@@ -196,11 +201,14 @@ def cancel(workset_id: Id, request: ActionRequest | None = None) -> dict[str, An
 
 @app.post(
     "/worksets/<workset_id>/retry",
-    summary="Start a new attempt of a failed, canceled or ignored workset, whatever attempts it used",
+    summary="Start a new attempt of a failed, canceled or ignored workset (a folder that failed validation is "
+    "validated again first)",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def retry(workset_id: Id, request: ActionRequest | None = None) -> dict[str, Any]:
-    return _act(workset_id, State.READY, request)
+    request = request or ActionRequest()
+    workset = lifecycle().retry(path_id(workset_id), actor=request.actor, reason=request.reason, registrar=registrar())
+    return to_json_dict(workset)
 
 
 @app.post(
@@ -214,11 +222,15 @@ def archive(workset_id: Id, request: ActionRequest | None = None) -> dict[str, A
 
 @app.post(
     "/worksets/<workset_id>/restore",
-    summary="Bring an archived workset back to the queue as a new attempt",
+    summary="Bring an archived workset back to the queue as a new attempt, validated again as a retry is",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def restore(workset_id: Id, request: ActionRequest | None = None) -> dict[str, Any]:
-    return _act(workset_id, State.READY, request)
+    request = request or ActionRequest()
+    workset = lifecycle().restore(
+        path_id(workset_id), actor=request.actor, reason=request.reason, registrar=registrar()
+    )
+    return to_json_dict(workset)
 
 
 @app.put(
@@ -241,13 +253,14 @@ def change_state(workset_id: Id, request: StateChangeRequest) -> dict[str, Any]:
 
 @app.post(
     "/clusters",
-    summary="Register a cluster, or renew its registration (its agent calls this at start)",
+    summary="Register a cluster, or register it again (its agent does, once at start): it is active after this; "
+    "fields left out keep their value",
     responses=answers(Cluster, 413, 415),
 )
 def register_cluster(registration: ClusterRegistration) -> dict[str, Any]:
-    cluster = Cluster(**registration.model_dump())
-    logger.info("cluster registered", cluster=cluster.name)
-    return to_json_dict(lifecycle().register_cluster(cluster))
+    given = registration.model_dump(exclude_unset=True, exclude={"name"})
+    cluster = lifecycle().register_cluster(registration.name, given, region=settings().region)
+    return to_json_dict(cluster)
 
 
 @app.post(

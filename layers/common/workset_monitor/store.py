@@ -467,23 +467,51 @@ class WorksetStore:
     # --- clusters --------------------------------------------------------------------------------------------------
 
     def put_cluster(self, cluster: Cluster) -> Cluster:
-        """Register a cluster or overwrite its registration, keeping the load counted on it (`active_worksets`,
-        `active_vcpus`), which only the writes of its worksets change."""
-        fields = {"entity": "cluster", "created_key": cluster.name, **cluster.model_dump(mode="json")}
-        names = {f"#f{index}": name for index, name in enumerate(fields)}
-        kept = [alias for alias, name in names.items() if fields[name] is not None]
-        dropped = [alias for alias, name in names.items() if fields[name] is None]
-        update = "SET " + ", ".join(f"{alias} = :v{alias[2:]}" for alias in kept)
-        if dropped:
-            update += " REMOVE " + ", ".join(dropped)
-        self.client.update_item(
+        """Register a cluster or overwrite its registration with every field of `cluster`, keeping the load counted
+        on it (`active_worksets`, `active_vcpus`), which only the writes of its worksets change."""
+        self._update_cluster(cluster.name, cluster.model_dump(mode="json"), defaults={})
+        return cluster
+
+    def register_cluster(
+        self, name: str, changes: Mapping[str, Any], *, defaults: Mapping[str, Any], at: datetime
+    ) -> Cluster:
+        """Register a cluster, or register it again, in one update: it becomes `active`, heartbeated `at`.
+
+        The fields in `changes` are written (None removes one); the others keep what is stored, or take `defaults`
+        on a new cluster. `registered_at` is kept, or `at` for a new cluster; the load counters are untouched.
+        """
+        fields = {**changes, "status": ClusterStatus.ACTIVE.value, "last_heartbeat_at": _json_time(at)}
+        return self._update_cluster(name, fields, defaults={**defaults, "registered_at": _json_time(at)})
+
+    def _update_cluster(self, name: str, fields: Mapping[str, Any], *, defaults: Mapping[str, Any]) -> Cluster:
+        """Write `fields` of a cluster (None removes one), and `defaults` where it holds no value yet; the cluster as
+        it is after the write."""
+        written = {"entity": "cluster", "created_key": name, "name": name, **fields}
+        kept = {field: value for field, value in defaults.items() if field not in written and value is not None}
+
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        assignments: list[str] = []
+        removed: list[str] = []
+        for index, (field, value) in enumerate([*written.items(), *kept.items()]):
+            names[f"#f{index}"] = field
+            if value is None:
+                removed.append(f"#f{index}")
+                continue
+            values[f":v{index}"] = value
+            given = f":v{index}" if field in written else f"if_not_exists(#f{index}, :v{index})"
+            assignments.append(f"#f{index} = {given}")
+        update = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removed) if removed else "")
+
+        response = self.client.update_item(
             TableName=self.table_name,
-            Key=_key(f"CLUSTER#{cluster.name}", CLUSTER_SK),
+            Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
             UpdateExpression=update,
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues=_typed({f":v{alias[2:]}": fields[names[alias]] for alias in kept}),
+            ExpressionAttributeValues=_typed(values),
+            ReturnValues="ALL_NEW",
         )
-        return cluster
+        return Cluster.model_validate(_plain(response["Attributes"]))
 
     def get_cluster(self, name: str) -> Cluster:
         response = self.client.get_item(TableName=self.table_name, Key=_key(f"CLUSTER#{name}", CLUSTER_SK))
