@@ -5,6 +5,7 @@ Workset ids arrive percent-encoded in the path, as API Gateway passes REST paths
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from typing import Any
 from urllib.parse import unquote
@@ -35,6 +36,11 @@ from workset_monitor.observability import logger
 from workset_monitor.settings import settings
 from workset_monitor.store import InvalidPageToken, WorksetStore
 
+
+class UnreadableBody(WorksetError):
+    """A body that is JSON, but more than Python's decoder takes (a number of more than 4,300 digits)."""
+
+
 ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     WorksetNotFound: (404, "not_found"),
     ClusterNotFound: (404, "not_found"),
@@ -47,6 +53,7 @@ ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     NotAWorksetFolder: (422, "not_a_workset_folder"),
     InvalidRequest: (422, "invalid_request"),
     InvalidPageToken: (400, "bad_request"),
+    UnreadableBody: (400, "bad_request"),
 }
 
 SIGNED_HEADERS = ["Authorization", "Content-Type", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"]
@@ -63,6 +70,27 @@ def lifecycle() -> Lifecycle:
             lease_seconds=config.lease_seconds,
         )
     return _lifecycle
+
+
+def read_json_body(body: str | bytes) -> Any:
+    """A request body as JSON, for the resolvers (`json_body_deserializer`).
+
+    Malformed JSON raises JSONDecodeError (Powertools answers 422), a body that is not UTF-8 UnicodeDecodeError, one
+    nested too deeply RecursionError (each answered 400 below). Any other ValueError of the decoder is about a value
+    too big to read (Python refuses to turn more than 4,300 digits into an int), so it is the caller's: 400 too.
+    """
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError as exc:
+        raise UnreadableBody(f"the body cannot be read: {_first_sentence(exc)}") from None
+
+
+def _first_sentence(exc: Exception) -> str:
+    """`Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use ...` -> its part
+    before the colon, which names the limit and not the remedy for a server."""
+    return str(exc).split(":", 1)[0].strip().lower() or type(exc).__name__
 
 
 def path_id(raw: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id
+from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id, read_json_body
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
@@ -55,7 +55,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 PageToken = Annotated[str | None, Query(max_length=4096)]
 
 # NOTE: the resolver is built here, by name, so Powertools' OpenAPI merge finds it when it reads this file.
-app = APIGatewayRestResolver(enable_validation=True, cors=cors())
+app = APIGatewayRestResolver(enable_validation=True, cors=cors(), json_body_deserializer=read_json_body)
 answer_errors_in_one_shape(app)
 app.configure_openapi_merge(
     path=str(Path(__file__).parent),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id
+from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id, read_json_body
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.logging import correlation_paths
@@ -24,7 +24,7 @@ from workset_monitor.registration import Outcome, Registrar
 from workset_monitor.settings import settings
 
 # NOTE: the resolver is built here, by name, so Powertools' OpenAPI merge finds it when it reads this file.
-app = APIGatewayRestResolver(enable_validation=True, cors=cors())
+app = APIGatewayRestResolver(enable_validation=True, cors=cors(), json_body_deserializer=read_json_body)
 answer_errors_in_one_shape(app)
 _registrar: Registrar | None = None
 
