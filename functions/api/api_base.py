@@ -6,16 +6,21 @@ Workset ids arrive percent-encoded in the path, as API Gateway passes REST paths
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
+from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.util import extract_origin_header
 from pydantic import BaseModel, ConfigDict, Field
 
 from workset_monitor.errors import (
@@ -56,6 +61,7 @@ ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     UnreadableBody: (400, "bad_request"),
 }
 
+HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"})
 SIGNED_HEADERS = ["Authorization", "Content-Type", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"]
 
 _lifecycle: Lifecycle | None = None
@@ -149,6 +155,59 @@ def cors() -> CORSConfig | None:
     return CORSConfig(
         allow_origin=origins[0], extra_origins=list(origins[1:]), allow_headers=SIGNED_HEADERS, max_age=600
     )
+
+
+class RouteMethods:
+    """The methods each path of the API has, from its OpenAPI document's paths (`/worksets/{workset_id}/lock`)."""
+
+    def __init__(self, paths: Mapping[str, Mapping[str, Any]]) -> None:
+        # Literal paths first, as the resolvers match them: /worksets/next before /worksets/{workset_id}.
+        templates = sorted(paths, key=lambda template: (template.count("{"), template))
+        self._routes = [
+            (_path_pattern(template), frozenset(method.upper() for method in paths[template]) & HTTP_METHODS)
+            for template in templates
+        ]
+
+    def of(self, path: str) -> frozenset[str] | None:
+        """The methods of the route `path` (as requested, percent-encoded) belongs to; None for no documented route."""
+        return next((methods for pattern, methods in self._routes if pattern.match(path)), None)
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    parts = ["[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/")]
+    return re.compile("^" + "/".join(parts) + "$")
+
+
+def answer_preflights(
+    app: APIGatewayRestResolver, config: CORSConfig, paths: Callable[[], Mapping[str, Mapping[str, Any]]]
+) -> None:
+    """Answer CORS preflight (`OPTIONS`) with the methods the requested path has in the whole API, the write routes'
+    too (`paths`: the API's OpenAPI paths, read once, when the first preflight comes), for the allowed origins only:
+    another origin gets no CORS header at all. Powertools adds the origin, headers and max-age of `config`.
+
+    Limitations:
+        a path the document does not list (the document itself, the docs page) gets Powertools' own preflight answer,
+        with the methods of this function's routes (GET).
+    """
+
+    @cache
+    def route_methods() -> RouteMethods:
+        return RouteMethods(paths())
+
+    def preflight(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        event = app.current_event
+        if event.http_method != "OPTIONS":
+            return next_middleware(app)
+        if config.allowed_origin(extract_origin_header(event.resolved_headers_field)) is None:
+            return Response(status_code=204, content_type=None, body="")
+
+        methods = route_methods().of(event.path)
+        if methods is None:
+            return next_middleware(app)
+        allow = ",".join(sorted(methods | {"OPTIONS"}))
+        return Response(status_code=204, content_type=None, headers={"Access-Control-Allow-Methods": allow}, body="")
+
+    app.use(middlewares=[preflight])
 
 
 def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:

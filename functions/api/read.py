@@ -8,7 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id, read_json_body
+from api_base import (
+    answer_errors_in_one_shape,
+    answer_preflights,
+    answers,
+    cors,
+    lifecycle,
+    path_id,
+    read_json_body,
+)
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
@@ -54,8 +62,9 @@ ClusterName = Annotated[str, Query(min_length=1, max_length=128)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 PageToken = Annotated[str | None, Query(max_length=4096)]
 
+CORS = cors()
 # NOTE: the resolver is built here, by name, so Powertools' OpenAPI merge finds it when it reads this file.
-app = APIGatewayRestResolver(enable_validation=True, cors=cors(), json_body_deserializer=read_json_body)
+app = APIGatewayRestResolver(enable_validation=True, cors=CORS, json_body_deserializer=read_json_body)
 answer_errors_in_one_shape(app)
 app.configure_openapi_merge(
     path=str(Path(__file__).parent),
@@ -71,6 +80,9 @@ app.configure_openapi_merge(
 )
 app.configure_openapi(security_schemes=SIGV4)  # so `GET /` may say it needs none
 app.enable_swagger(path="/docs", title=TITLE, version=VERSION)
+if CORS is not None:
+    # Every OPTIONS of the API comes here (the template's Preflight event), the write routes' too.
+    answer_preflights(app, CORS, lambda: app.get_openapi_merge_schema()["paths"])
 
 
 @app.get("/", summary="Health check; needs no signature", responses=answers(Health, signed=False), security=[{}])

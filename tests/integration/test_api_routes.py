@@ -367,10 +367,11 @@ def cors_api(load_function: Callable[..., ModuleType]) -> ModuleType:
     return load_function("ApiReadFunction", ALLOWED_ORIGINS="https://portal.example.org,https://lab.example.org")
 
 
-def _call(module: ModuleType, method: str, path: str, origin: str) -> dict[str, Any]:
+def _call(module: ModuleType, method: str, path: str, origin: str, **headers: str) -> dict[str, Any]:
     event = api_event(method, path)
-    event["headers"]["Origin"] = origin
-    event["multiValueHeaders"]["Origin"] = [origin]
+    for name, value in {"Origin": origin, **headers}.items():
+        event["headers"][name] = value
+        event["multiValueHeaders"][name] = [value]
     response: dict[str, Any] = module.lambda_handler(event, FakeLambdaContext("api"))
     return response
 
@@ -389,6 +390,41 @@ def test_a_preflight_from_an_allowed_origin_is_answered(cors_api: ModuleType) ->
     assert headers["access-control-allow-origin"] == "https://lab.example.org"
     assert "authorization" in headers["access-control-allow-headers"].lower()
     assert "access-control-allow-credentials" not in headers
+
+
+@pytest.mark.parametrize(
+    ("path", "asked", "allowed"),
+    [
+        ("/worksets/x/cancel", "POST", "OPTIONS,POST"),
+        ("/worksets/x/state", "PUT", "OPTIONS,PUT"),
+        ("/worksets/x%2Fy/lock", "DELETE", "DELETE,OPTIONS,POST"),
+        ("/clusters/c1", "DELETE", "DELETE,GET,OPTIONS"),
+        ("/clusters", "POST", "GET,OPTIONS,POST"),
+        ("/worksets", "POST", "GET,OPTIONS,POST"),
+        ("/worksets/next", "GET", "GET,OPTIONS"),
+        ("/worksets/x", "GET", "GET,OPTIONS"),
+    ],
+)
+def test_a_preflight_answers_the_methods_of_its_path_write_routes_too(
+    cors_api: ModuleType, path: str, asked: str, allowed: str
+) -> None:
+    # WHEN a browser asks before a signed request (every OPTIONS goes to the read function)
+    response = _call(
+        cors_api, "OPTIONS", path, "https://portal.example.org", **{"Access-Control-Request-Method": asked}
+    )
+
+    # THEN it is told the methods that path has in the whole API, without credentials
+    headers = _headers(response)
+    assert response["statusCode"] == 204
+    assert headers["access-control-allow-methods"] == allowed
+    assert headers["access-control-allow-origin"] == "https://portal.example.org"
+    assert "access-control-allow-credentials" not in headers
+
+
+def test_a_preflight_from_another_origin_gets_no_cors_headers(cors_api: ModuleType) -> None:
+    response = _call(cors_api, "OPTIONS", "/worksets/x/cancel", "https://evil.example.com")
+
+    assert not [name for name in _headers(response) if name.startswith("access-control-")]
 
 
 def test_another_origin_gets_no_cors_headers(cors_api: ModuleType) -> None:
