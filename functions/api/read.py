@@ -193,7 +193,7 @@ def scheduler_stats() -> dict[str, Any]:
     ]
     recent = [
         {"at": tick["at"], **decision}
-        for tick in store.recent_ticks()
+        for tick in store.recent_ticks(limit=RECENT_DECISIONS, now=now)
         for decision in [*tick.get("assignments", []), *tick.get("waits", [])]
     ]
     ready = counters.get(f"state:{State.READY.value}", 0)

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
+from benchmarks.aws_calls import CallCounter
 from local.demo import upload_workset
 from local.template import Template
 from tests.conftest import FakeLambdaContext, api_event
@@ -294,6 +295,63 @@ def test_scheduler_stats_show_the_load_and_the_last_tick(api: Any, store: Workse
         ("w1", "c1", tick["at"]),
         ("w2", None, tick["at"]),
     ]
+
+
+def test_recent_decisions_keep_every_tick_of_one_minute_newest_first(api: Any, store: WorksetStore) -> None:
+    # GIVEN a cluster with room, and three ticks within one minute (EventBridge repeats a tick; the local stack ticks
+    # every few seconds), each assigning the workset registered just before it, then one that decides nothing
+    api("POST", "/clusters", body={"name": "c1", "max_worksets": 10})
+    minute = (utcnow() - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    scheduler = Scheduler(store, clock_skew_seconds=60)
+    for second, name in ((5, "w1"), (5, "w2"), (40, "w3")):
+        registered(store, name)
+        scheduler.tick(now=minute + timedelta(seconds=second))
+    scheduler.tick(now=minute + timedelta(seconds=50))
+
+    # WHEN the scheduler's stats are read
+    _, stats = api("GET", "/scheduler/stats")
+
+    # THEN every decision of the minute is there, the newest tick first (the two of one instant in either order),
+    # and the tick that decided nothing is only the last one
+    decisions = [(d["workset_id"], d["cluster"]) for d in stats["recent_decisions"]]
+    assert decisions[0] == ("w3", "c1")
+    assert sorted(decisions[1:]) == [("w1", "c1"), ("w2", "c1")]
+    assert (stats["last_tick"]["assigned"], stats["last_tick"]["waiting"]) == (0, 0)
+
+
+def test_recent_decisions_are_those_of_the_last_ten_minutes_read_in_one_bounded_query(store: WorksetStore) -> None:
+    now = utcnow()
+    decided = {"assignments": [{"workset_id": "w", "cluster": "c1", "reason": "r"}], "waits": []}
+    for minutes_ago in (11, 9, 1):
+        at = now - timedelta(minutes=minutes_ago)
+        store.put_tick({"at": at.isoformat(), **decided}, at=at)
+    counter = CallCounter()
+    counter.attach(store.client)
+
+    with counter.counting() as calls:
+        ticks = store.recent_ticks(limit=200, now=now)
+        newest = store.recent_ticks(limit=1, now=now)
+
+    assert [tick["at"] for tick in ticks] == [(now - timedelta(minutes=m)).isoformat() for m in (1, 9)]
+    assert newest == ticks[:1]
+    assert calls == {"dynamodb:Query": 2}
+
+
+def test_a_recent_tick_expires_by_the_tables_ttl(deployed: Template, store: WorksetStore) -> None:
+    """The emulator does not delete expired items; the read's key range leaves them out (test above), and DynamoDB
+    deletes them by the TTL attribute the template declares."""
+    at = utcnow()
+    store.put_tick({"at": at.isoformat(), "assignments": [], "waits": [{"workset_id": "w", "reason": "r"}]}, at=at)
+
+    items = boto3.client("dynamodb").query(
+        TableName=store.table_name,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :recent)",
+        ExpressionAttributeValues={":pk": {"S": "SCHEDULER"}, ":recent": {"S": "TICK#"}},
+    )["Items"]
+    ttl = boto3.client("dynamodb").describe_time_to_live(TableName=store.table_name)["TimeToLiveDescription"]
+
+    assert [int(item["expires_at_epoch"]["N"]) for item in items] == [int(at.timestamp()) + 600]
+    assert (ttl["AttributeName"], ttl["TimeToLiveStatus"]) == ("expires_at_epoch", "ENABLED")
 
 
 def test_a_cluster_that_stopped_heartbeating_is_shown_not_live(api: Any, store: WorksetStore) -> None:

@@ -7,7 +7,7 @@ One table holds three kinds of item, told apart by their sort key:
 | workset  | `WORKSET#<id>`      | `WORKSET`            |
 | history  | `WORKSET#<id>`      | `HISTORY#<version>`  |
 | cluster  | `CLUSTER#<name>`    | `CLUSTER`            |
-| tick     | `SCHEDULER`         | `TICK`, `TICK#<slot>`|
+| tick     | `SCHEDULER`         | `TICK`, `TICK#<time>#<suffix>` |
 | counters | `STATS`             | `SHARD#<n>`          |
 
 Every write of a workset is conditional on the version it was read at, and bumps it, so no two writers can both
@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -76,8 +77,10 @@ WORKSET_SK = "WORKSET"
 CLUSTER_SK = "CLUSTER"
 SCHEDULER_PK = "SCHEDULER"
 TICK_SK = "TICK"
-TICK_SLOTS = 10
-"""Recent ticks are kept in a ring of this many items (one per minute), so they never pile up."""
+RECENT_TICKS = timedelta(minutes=10)
+"""How long a tick that decided something stays among the recent ones; its item expires by TTL after that."""
+EXPIRES_AT = "expires_at_epoch"
+"""The table's TTL attribute (unix seconds); items without it never expire."""
 STATS_PK = "STATS"
 COUNTER_SHARDS = 16
 HISTORY_PREFIX = "HISTORY#"
@@ -244,7 +247,7 @@ class WorksetStore:
         """Every counter of worksets, summed over its shards, in one query: `state:<state>`,
         `ready:<priority>` and `ready:assigned`. Its cost does not grow with the number of worksets."""
         totals: dict[str, int] = {}
-        for page in self._table_pages(
+        for page in self._pages(
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": STATS_PK}}, ConsistentRead=True
         ):
             for item in page["Items"]:
@@ -584,23 +587,47 @@ class WorksetStore:
     # --- the scheduler's last tick ---------------------------------------------------------------------------------
 
     def put_tick(self, summary: Mapping[str, Any], *, at: datetime) -> None:
-        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick), and a copy in the
-        ring of recent ticks (slot by minute, so the ring holds the last `TICK_SLOTS` minutes' ticks)."""
-        slot = int(at.timestamp() // 60) % TICK_SLOTS
-        for sk in (TICK_SK, f"{TICK_SK}#{slot}"):
-            self.client.put_item(TableName=self.table_name, Item=_typed({"pk": SCHEDULER_PK, "sk": sk, **summary}))
+        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick) and, when the tick
+        decided something (assigned or left waiting), a copy of its own among the recent ticks, keyed by its time
+        and a random suffix (two ticks at one instant, EventBridge's repeats, keep both), expiring after
+        `RECENT_TICKS`."""
+        self.client.put_item(TableName=self.table_name, Item=_typed({"pk": SCHEDULER_PK, "sk": TICK_SK, **summary}))
+        if not (summary.get("assignments") or summary.get("waits")):
+            return
 
-    def recent_ticks(self) -> list[dict[str, Any]]:
-        """The summaries of the recent ticks, newest first, in one query."""
-        ticks = [
-            {name: value for name, value in _plain(item).items() if name not in ("pk", "sk")}
-            for page in self._table_pages(
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :ring)",
-                ExpressionAttributeValues={":pk": {"S": SCHEDULER_PK}, ":ring": {"S": f"{TICK_SK}#"}},
-            )
-            for item in page["Items"]
+        recent = {
+            "pk": SCHEDULER_PK,
+            "sk": f"{TICK_SK}#{sortable(at)}#{uuid.uuid4().hex[:8]}",
+            EXPIRES_AT: int((at + RECENT_TICKS).timestamp()),
+            **summary,
+        }
+        self.client.put_item(TableName=self.table_name, Item=_typed(recent))
+
+    def recent_ticks(self, *, limit: int, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The summaries of the ticks of the last `RECENT_TICKS` that decided something, newest first: at most
+        `limit` of them (each holds one decision or more), in one query of one page.
+
+        Limitations:
+            one page is at most 1 MB of summaries; a tick's summary holds at most 100 decisions, so a page holds far
+            more decisions than the API shows. The key range leaves out the ring slots of earlier versions
+            (`TICK#0` to `TICK#9`) and summaries past their time that TTL has not deleted yet.
+        """
+        now = now or utcnow()
+        response = self.client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :since AND :until",
+            ExpressionAttributeValues={
+                ":pk": {"S": SCHEDULER_PK},
+                ":since": {"S": f"{TICK_SK}#{sortable(now - RECENT_TICKS)}"},
+                ":until": {"S": f"{TICK_SK}#{sortable(now)}#\uffff"},
+            },
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [
+            {name: value for name, value in _plain(item).items() if name not in ("pk", "sk", EXPIRES_AT)}
+            for item in response["Items"]
         ]
-        return sorted(ticks, key=lambda tick: str(tick.get("at", "")), reverse=True)
 
     def last_tick(self) -> dict[str, Any] | None:
         response = self.client.get_item(TableName=self.table_name, Key=_key(SCHEDULER_PK, TICK_SK))
@@ -621,18 +648,8 @@ class WorksetStore:
             for item in page["Items"]:
                 yield _plain(item)
 
-    def _table_pages(self, **query: Any) -> Iterator[Any]:
-        """Every page of a query on the table's own key."""
-        start: dict[str, Any] = {}
-        while True:
-            page = self.client.query(TableName=self.table_name, **query, **start)
-            yield page
-            if "LastEvaluatedKey" not in page:
-                return
-            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
-
     def _pages(self, **query: Any) -> Iterator[Any]:
-        """Every page of a query on the table, following LastEvaluatedKey."""
+        """Every page of a query on the table or one of its indexes, following LastEvaluatedKey."""
         start: dict[str, Any] = {}
         while True:
             page = self.client.query(TableName=self.table_name, **query, **start)
