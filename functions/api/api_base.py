@@ -10,7 +10,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.util import extract_origin_header
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +61,12 @@ ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     InvalidPageToken: (400, "bad_request"),
     UnreadableBody: (400, "bad_request"),
 }
+
+ClusterPath = Annotated[
+    str,
+    PathParam(min_length=1, max_length=128, description="A cluster's name, as registered (at most 128 characters)."),
+]
+"""A cluster name in a path: longer than a registered name can be, it is refused (422) before any lookup."""
 
 HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"})
 SIGNED_HEADERS = ["Authorization", "Content-Type", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from api_base import (
+    ClusterPath,
     answer_errors_in_one_shape,
     answer_preflights,
     answers,
@@ -212,7 +213,7 @@ def list_clusters() -> dict[str, Any]:
 
 
 @app.get("/clusters/<name>", summary="One cluster", responses=answers(Cluster, 404))
-def get_cluster(name: str) -> dict[str, Any]:
+def get_cluster(name: ClusterPath) -> dict[str, Any]:
     return to_json_dict(lifecycle().store.get_cluster(path_id(name)))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from api_base import answer_errors_in_one_shape, answers, cors, lifecycle, path_id, read_json_body
+from api_base import ClusterPath, answer_errors_in_one_shape, answers, cors, lifecycle, path_id, read_json_body
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.logging import correlation_paths
@@ -268,7 +268,7 @@ def register_cluster(registration: ClusterRegistration) -> dict[str, Any]:
     summary="Keep a registered cluster live, optionally changing its status",
     responses=answers(Cluster, 404, 409, 413, 415),
 )
-def cluster_heartbeat(name: str, request: ClusterHeartbeat | None = None) -> dict[str, Any]:
+def cluster_heartbeat(name: ClusterPath, request: ClusterHeartbeat | None = None) -> dict[str, Any]:
     status = request.status if request else None
     return to_json_dict(lifecycle().store.touch_cluster(path_id(name), at=utcnow(), status=status))
 
@@ -278,7 +278,7 @@ def cluster_heartbeat(name: str, request: ClusterHeartbeat | None = None) -> dic
     summary="Retire a cluster: no new work; what it was assigned and has not claimed returns to the queue",
     responses=answers(Cluster, 404),
 )
-def retire_cluster(name: str) -> dict[str, Any]:
+def retire_cluster(name: ClusterPath) -> dict[str, Any]:
     cluster = lifecycle().store.retire_cluster(path_id(name))
     logger.info("cluster retired", cluster=cluster.name)
     return to_json_dict(cluster)

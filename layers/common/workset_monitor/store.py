@@ -90,6 +90,13 @@ BY_ENTITY = "by-entity"
 BY_RETRY = "by-retry"
 RETRY_QUEUE = "retry"
 
+MAX_PARTITION_KEY_BYTES = 2048
+"""DynamoDB's limit on a partition key value (UTF-8 bytes), in the table and its indexes."""
+MAX_SORT_KEY_BYTES = 1024
+"""DynamoDB's limit on a sort key value (UTF-8 bytes)."""
+SORT_KEYS = frozenset({"sk", "queue_key", "created_key", "retry_key"})
+"""The sort keys of the table and its indexes (template.yaml)."""
+
 MAX_HISTORY_REASON_CHARS = 30_000
 """A history entry's reason (a whole folder's problems, an agent's log tail) stays far below the 400 KB item limit."""
 
@@ -116,7 +123,7 @@ class WorksetStore:
 
     def get(self, workset_id: str, *, consistent: bool = True) -> Workset:
         response = self.client.get_item(
-            TableName=self.table_name, Key=_key(_workset_pk(workset_id), WORKSET_SK), ConsistentRead=consistent
+            TableName=self.table_name, Key=_key(_known_workset_pk(workset_id), WORKSET_SK), ConsistentRead=consistent
         )
         if "Item" not in response:
             raise WorksetNotFound(workset_id)
@@ -131,7 +138,7 @@ class WorksetStore:
         response = self.client.query(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}},
+            ExpressionAttributeValues={":pk": {"S": _known_workset_pk(workset_id)}},
             ScanIndexForward=False,
             Limit=limit + 1,
             ConsistentRead=True,
@@ -152,12 +159,13 @@ class WorksetStore:
         self, workset_id: str, *, limit: int = 100, page_token: str | None = None
     ) -> tuple[list[HistoryEntry], str | None]:
         """One page of a workset's history, oldest first."""
+        pk = _known_workset_pk(workset_id)
         response = self.client.query(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :history)",
-            ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}, ":history": {"S": HISTORY_PREFIX}},
+            ExpressionAttributeValues={":pk": {"S": pk}, ":history": {"S": HISTORY_PREFIX}},
             Limit=limit,
-            **_start(page_token, f"history:{workset_id}", ("pk", "sk")),
+            **_start(page_token, f"history:{workset_id}", equal={"pk": pk}, prefixed={"sk": HISTORY_PREFIX}),
         )
         entries = [HistoryEntry.model_validate(_plain(item)) for item in response["Items"]]
         return entries, _token(response, f"history:{workset_id}")
@@ -201,9 +209,11 @@ class WorksetStore:
         if state is not None and attribute != "state":
             filters.append("#state = :state")
             names["#state"], values[":state"] = "state", {"S": state.value}
+        sort_prefix = ""
         if priority is not None and sort_key == "queue_key":
-            key_condition += " AND begins_with(queue_key, :rank)"  # the queue key starts with the priority's rank
-            values[":rank"] = {"S": f"{priority.rank}#"}
+            sort_prefix = f"{priority.rank}#"  # the queue key starts with the priority's rank
+            key_condition += " AND begins_with(queue_key, :rank)"
+            values[":rank"] = {"S": sort_prefix}
         elif priority is not None:
             filters.append("priority = :priority")
             values[":priority"] = {"S": priority.value}
@@ -216,7 +226,12 @@ class WorksetStore:
             "ExpressionAttributeNames": {"#attribute": attribute, **names},
             "ExpressionAttributeValues": {":value": {"S": value}, **values},
             "Limit": limit,
-            **_start(page_token, scope, ("pk", "sk", attribute, sort_key)),
+            **_start(
+                page_token,
+                scope,
+                equal={attribute: value, "sk": WORKSET_SK},
+                prefixed={"pk": "WORKSET#", sort_key: sort_prefix},
+            ),
         }
         if filters:
             query["FilterExpression"] = " AND ".join(filters)
@@ -267,8 +282,8 @@ class WorksetStore:
 
     def states_of(self, workset_ids: Iterable[str]) -> dict[str, State | None]:
         """The current state of each named workset (None: not registered), by key, 100 to a BatchGetItem."""
-        wanted = sorted(set(workset_ids))
-        states: dict[str, State | None] = dict.fromkeys(wanted)
+        states: dict[str, State | None] = dict.fromkeys(sorted(set(workset_ids)))
+        wanted = [workset_id for workset_id in states if _fits_a_key(_workset_pk(workset_id))]
         for start in range(0, len(wanted), 100):
             request: dict[str, Any] = {
                 self.table_name: {
@@ -401,7 +416,7 @@ class WorksetStore:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(_workset_pk(workset_id), WORKSET_SK),
+                Key=_key(_known_workset_pk(workset_id), WORKSET_SK),
                 UpdateExpression=update,
                 ConditionExpression="#lease.#token = :token AND #state IN (:locked, :in_progress)",
                 ExpressionAttributeNames={
@@ -517,7 +532,7 @@ class WorksetStore:
         return Cluster.model_validate(_plain(response["Attributes"]))
 
     def get_cluster(self, name: str) -> Cluster:
-        response = self.client.get_item(TableName=self.table_name, Key=_key(f"CLUSTER#{name}", CLUSTER_SK))
+        response = self.client.get_item(TableName=self.table_name, Key=_key(_known_cluster_pk(name), CLUSTER_SK))
         if "entity" not in response.get("Item", {}):  # a claim on an unregistered cluster leaves only its counters
             raise ClusterNotFound(name)
         return Cluster.model_validate(_plain(response["Item"]))
@@ -549,7 +564,7 @@ class WorksetStore:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+                Key=_key(_known_cluster_pk(name), CLUSTER_SK),
                 UpdateExpression=update,
                 ConditionExpression="attribute_exists(#entity) AND #status <> :retired",
                 ExpressionAttributeNames={"#status": "status", "#entity": "entity"},
@@ -571,7 +586,7 @@ class WorksetStore:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+                Key=_key(_known_cluster_pk(name), CLUSTER_SK),
                 UpdateExpression="SET #status = :retired",
                 ConditionExpression="attribute_exists(#entity)",
                 ExpressionAttributeNames={"#status": "status", "#entity": "entity"},
@@ -878,6 +893,30 @@ def _workset_pk(workset_id: str) -> str:
     return f"WORKSET#{workset_id}"
 
 
+def _fits_a_key(value: str, attribute: str = "pk") -> bool:
+    """Whether DynamoDB takes `value` as the key `attribute`: at most 2,048 bytes of UTF-8 for a partition key, 1,024
+    for a sort key (of the table or an index)."""
+    limit = MAX_SORT_KEY_BYTES if attribute in SORT_KEYS else MAX_PARTITION_KEY_BYTES
+    return len(value.encode("utf-8")) <= limit
+
+
+def _known_workset_pk(workset_id: str) -> str:
+    """The partition key of a workset to look up; WorksetNotFound for an id too long to be a key, which no
+    workset can have (DynamoDB would refuse the request with a ValidationException)."""
+    pk = _workset_pk(workset_id)
+    if not _fits_a_key(pk):
+        raise WorksetNotFound(workset_id[:100] + "...")
+    return pk
+
+
+def _known_cluster_pk(name: str) -> str:
+    """The partition key of a cluster to look up; ClusterNotFound for a name too long to be a key."""
+    pk = f"CLUSTER#{name}"
+    if not _fits_a_key(pk):
+        raise ClusterNotFound(name[:100] + "...")
+    return pk
+
+
 def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
 
@@ -942,9 +981,16 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
-def _start(page_token: str | None, scope: str, attributes: tuple[str, ...]) -> dict[str, Any]:
-    """The start key a page token carries, if the token is one this query gave out: a token names its query (the
-    index and the value it reads), and its key has exactly that index's attributes, all strings."""
+def _start(
+    page_token: str | None, scope: str, *, equal: Mapping[str, str], prefixed: Mapping[str, str]
+) -> dict[str, Any]:
+    """The start key a page token carries, if the token is one this query gave out.
+
+    A token names its query (the index and the value it reads), and its key has exactly the key attributes of that
+    query, all strings that fit a key: each of `equal` with that value (the query's partition) and each of
+    `prefixed` starting with that prefix (the range of sort keys it reads). DynamoDB refuses a start key outside the
+    query with a ValidationException, so a tampered token must not reach it.
+    """
     if not page_token:
         return {}
     try:
@@ -955,9 +1001,13 @@ def _start(page_token: str | None, scope: str, attributes: tuple[str, ...]) -> d
     if not isinstance(token, dict):
         raise InvalidPageToken()
     key = token.get("key")
-    if token.get("scope") != scope or not isinstance(key, dict) or set(key) != set(attributes):
+    if token.get("scope") != scope or not isinstance(key, dict) or set(key) != {*equal, *prefixed}:
         raise InvalidPageToken()
-    if not all(isinstance(value, str) and 0 < len(value) <= 2048 for value in key.values()):
+    if not all(isinstance(value, str) and value and _fits_a_key(value, name) for name, value in key.items()):
+        raise InvalidPageToken()
+    if any(key[name] != value for name, value in equal.items()):
+        raise InvalidPageToken()
+    if any(not key[name].startswith(prefix) for name, prefix in prefixed.items()):
         raise InvalidPageToken()
     return {"ExclusiveStartKey": {name: {"S": value} for name, value in key.items()}}
 
