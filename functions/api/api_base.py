@@ -217,6 +217,18 @@ def answer_preflights(
     app.use(middlewares=[preflight])
 
 
+def _problem(item: Mapping[str, Any]) -> str:
+    """One validation error in words: where, and what is wrong. A query parameter given more than once is told so;
+    each one takes one value (`?state=ready&state=error` is two questions)."""
+    location = tuple(item.get("loc", ()))
+    where = ".".join(str(part) for part in location)
+    given = item.get("input")
+    if location[:1] == ("query",) and isinstance(given, list) and len(given) > 1:
+        values = ", ".join(str(value) for value in given)[:200]
+        return f"{where}: takes one value, not {len(given)} ({values}); ask once for each"
+    return f"{where}: {item.get('msg', item.get('type', 'invalid'))}"
+
+
 def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:
     """Answer every error, from the domain, validation or routing, as `{"error": {code, message, request_id}}`."""
 
@@ -232,10 +244,7 @@ def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(RequestValidationError)
     def handle_invalid_request(exc: RequestValidationError) -> Response[Any]:
-        problems = [
-            f"{'.'.join(str(part) for part in item.get('loc', ()))}: {item.get('msg', item.get('type', 'invalid'))}"
-            for item in exc.errors()
-        ]
+        problems = [_problem(item) for item in exc.errors()]
         return error(422, "invalid_request", "; ".join(problems)[:2000] or "the request is not valid")
 
     @app.exception_handler(RequestUnsupportedContentType)

@@ -195,11 +195,34 @@ def test_list_filters_by_the_cluster_that_holds_them(api: Any, store: WorksetSto
 
     _, on_c1 = api("GET", "/worksets", query={"cluster": "c1"})
     _, ready_on_c2 = api("GET", "/worksets", query={"cluster": "c2", "state": "ready"})
-    _, error_on_c2 = api("GET", "/worksets", query={"cluster": "c2", "state": "error"})
+    _, locked_on_c2 = api("GET", "/worksets", query={"cluster": "c2", "state": "locked"})
 
     assert [w["workset_id"] for w in on_c1["worksets"]] == ["a1"]
     assert [w["workset_id"] for w in ready_on_c2["worksets"]] == ["b1"]
-    assert error_on_c2["worksets"] == []
+    assert locked_on_c2["worksets"] == []
+
+
+@pytest.mark.parametrize("state", ["complete", "error", "canceled", "ignored", "archived"])
+def test_a_cluster_with_a_state_no_held_workset_is_in_is_422_not_an_empty_page(api: Any, state: str) -> None:
+    status, body = api("GET", "/worksets", query={"cluster": "c1", "state": state})
+
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+    assert body["error"]["message"] == (
+        f"cluster lists the worksets a cluster holds now (in_progress, locked, ready); a {state} workset holds none: "
+        f"ask for state={state} without cluster"
+    )
+
+
+def test_a_query_parameter_given_twice_is_told_it_takes_one_value(load_function: Callable[..., ModuleType]) -> None:
+    event = api_event("GET", "/worksets", query={"state": "error"})
+    event["multiValueQueryStringParameters"] = {"state": ["ready", "error"]}
+
+    response = load_function("ApiReadFunction").lambda_handler(event, FakeLambdaContext("api"))
+
+    assert response["statusCode"] == 422
+    assert json.loads(response["body"])["error"]["message"] == (
+        "query.state: takes one value, not 2 (ready, error); ask once for each"
+    )
 
 
 def test_a_page_token_of_one_filter_is_refused_for_another(api: Any, store: WorksetStore) -> None:

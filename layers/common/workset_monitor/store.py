@@ -47,6 +47,7 @@ from .errors import (
     ClusterNotFound,
     ClusterRetired,
     ConcurrentUpdate,
+    InvalidRequest,
     LeaseLost,
     TransitionRefused,
     WorksetError,
@@ -84,6 +85,8 @@ EXPIRES_AT = "expires_at_epoch"
 STATS_PK = "STATS"
 COUNTER_SHARDS = 16
 HISTORY_PREFIX = "HISTORY#"
+CLUSTER_HELD_STATES = frozenset({State.READY, State.LOCKED, State.IN_PROGRESS})
+"""The states of the worksets the by-cluster index holds (`Workset.active_cluster`): assigned while ready, or held."""
 BY_STATE = "by-state"
 BY_CLUSTER = "by-cluster"
 BY_ENTITY = "by-entity"
@@ -192,8 +195,17 @@ class WorksetStore:
         oldest first; each narrowed by the other filters.
 
         A filter the chosen index does not key on is applied after the read, so a page may hold fewer than `limit`
-        worksets and still have a next one.
+        worksets and still have a next one. The cluster's index holds only the worksets a cluster holds now, so
+        `cluster` with a state no such workset is in (complete, error, ...) is refused with InvalidRequest rather
+        than answered empty.
         """
+        if cluster is not None and state is not None and state not in CLUSTER_HELD_STATES:
+            held = ", ".join(sorted(CLUSTER_HELD_STATES))
+            raise InvalidRequest(
+                f"cluster lists the worksets a cluster holds now ({held}); a {state} workset holds none: "
+                f"ask for state={state} without cluster"
+            )
+
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         filters: list[str] = []
