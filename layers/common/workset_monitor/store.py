@@ -567,7 +567,7 @@ class WorksetStore:
     def touch_cluster(self, name: str, *, at: datetime, status: ClusterStatus | None = None) -> Cluster:
         """Renew a registered cluster's heartbeat, and its status if given, in one conditional write.
 
-        A retired cluster stays retired: its agent must register it again.
+        A retired cluster stays retired (ClusterRetired) until it is registered again (`register_cluster`).
         """
         update = "SET last_heartbeat_at = :at" + (", #status = :status" if status is not None else "")
         values: dict[str, Any] = {":at": _json_time(at), ":retired": ClusterStatus.RETIRED.value}
