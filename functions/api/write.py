@@ -201,8 +201,7 @@ def cancel(workset_id: Id, request: ActionRequest | None = None) -> dict[str, An
 
 @app.post(
     "/worksets/<workset_id>/retry",
-    summary="Start a new attempt of a failed, canceled or ignored workset (a folder that failed validation is "
-    "validated again first)",
+    summary="Start a new attempt of a failed, canceled or ignored workset, its folder validated again first",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def retry(workset_id: Id, request: ActionRequest | None = None) -> dict[str, Any]:
@@ -265,7 +264,7 @@ def register_cluster(registration: ClusterRegistration) -> dict[str, Any]:
 
 @app.post(
     "/clusters/<name>/heartbeat",
-    summary="Keep a registered cluster live, optionally changing its status",
+    summary="Keep a registered cluster live; without a status it keeps the one it has (draining stays draining)",
     responses=answers(Cluster, 404, 409, 413, 415),
 )
 def cluster_heartbeat(name: ClusterPath, request: ClusterHeartbeat | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from local.template import Template
 from tests.integration.test_api_function import registered
 from tests.integration.test_api_routes import EXAMPLES, PREFIX, put_folder
-from workset_monitor.models import State
+from workset_monitor.models import State, Workset, utcnow
 from workset_monitor.store import WorksetStore
 
 pytestmark = pytest.mark.integration
@@ -20,6 +20,21 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def bucket(deployed: Template) -> str:
     return deployed.physical("WorksetBucket").ref
+
+
+def stored(store: WorksetStore, workset_id: str, state: State, **fields: Any) -> Workset:
+    """A workset written straight into the table in `state`, its folder under the prefix."""
+    now = utcnow()
+    workset = Workset(
+        workset_id=workset_id,
+        bucket="bucket",
+        folder=f"{PREFIX}{workset_id}/",
+        state=state,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    return store.register(workset, actor="test")
 
 
 def broken_workset(api: Any, bucket: str, name: str = "broken") -> dict[str, Any]:
@@ -77,22 +92,42 @@ def test_a_retry_of_a_folder_fixed_since_runs_it_with_the_work_it_holds_now(api:
     assert not body.get("error_reasons") and "error_category" not in body
 
 
-def test_a_retry_of_a_workset_with_a_work_spec_needs_no_new_validation(api: Any, store: WorksetStore) -> None:
-    # GIVEN a workset with a valid work spec, canceled (its folder is not even in the bucket)
-    registered(store, "w1", work={"run_command": "-p help"})
-    api("POST", "/worksets/w1/cancel")
+def test_a_retry_runs_the_work_the_folder_holds_now(api: Any, bucket: str, store: WorksetStore) -> None:
+    # GIVEN a canceled workset whose folder is valid, with an older work spec recorded
+    put_folder(bucket, "hg002-giab-wgs-30x", "w1")
+    stored(store, "w1", State.CANCELED, work={"run_command": "-p old"})
 
     status, body = api("POST", "/worksets/w1/retry")
 
     assert (status, body["state"], body["attempt"]) == (200, "ready", 2)
+    assert body["work"]["run_command"] != "-p old"
 
 
-@pytest.mark.parametrize("state", ["ready", "archived"])
-def test_a_retry_is_only_for_failed_canceled_or_ignored_worksets(api: Any, store: WorksetStore, state: str) -> None:
-    registered(store, "w1", work={"run_command": "-p help"})
-    if state == "archived":
-        api("POST", "/worksets/w1/cancel")
-        api("POST", "/worksets/w1/archive")
+def test_a_retry_of_an_ignored_workset_with_a_broken_sheet_is_refused(
+    api: Any, bucket: str, store: WorksetStore
+) -> None:
+    # GIVEN a workset ignored with a valid work file but a broken sample sheet (never validated as ready)
+    put_folder(bucket, "broken-sheet-example", "ign")
+    stored(store, "ign", State.IGNORED, work={"run_command": "-p help"})
+
+    status, body = api("POST", "/worksets/ign/retry")
+
+    assert (status, body["error"]["code"]) == (422, "not_a_workset_folder")
+    assert store.get("ign").state is State.IGNORED
+
+
+def test_a_retry_of_a_workset_whose_folder_is_gone_is_404(api: Any, store: WorksetStore) -> None:
+    stored(store, "w1", State.CANCELED, work={"run_command": "-p help"})
+
+    status, body = api("POST", "/worksets/w1/retry")
+
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert "holds no objects" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("state", [State.READY, State.ARCHIVED])
+def test_a_retry_is_only_for_failed_canceled_or_ignored_worksets(api: Any, store: WorksetStore, state: State) -> None:
+    stored(store, "w1", state, work={"run_command": "-p help"})
 
     status, body = api("POST", "/worksets/w1/retry")
 

@@ -4,7 +4,7 @@ Three ways lead a workset back to `ready`, each with its own rule:
 
 | operation | from | attempt | rule |
 |---|---|---|---|
-| `retry` | `error`, `canceled`, `ignored` | a new one | without a valid work spec, the folder is validated again |
+| `retry` | `error`, `canceled`, `ignored` | a new one | the folder is validated again first, as `daylily.ready` asks |
 | `restore` | `archived` | a new one | the same validation as a retry |
 | `release` | `locked` | the same | only the lease holder, with its token, gives the lease back |
 """
@@ -112,9 +112,10 @@ class Lifecycle:
     ) -> Workset:
         """Start a new attempt of a failed, canceled or ignored workset, whatever attempts it used: a person decided.
 
-        A workset without a valid work spec (it failed validation) has its folder validated again first, as a fresh
-        `daylily.ready` does; still invalid, it stays where it is, the history records the revalidation, and
-        NotAWorksetFolder says every reason.
+        Its folder is validated again first, as a fresh `daylily.ready` does, and the new attempt runs the work the
+        folder holds now; still invalid (a workset that failed validation and was not fixed), it stays where it is,
+        the history records the revalidation, and NotAWorksetFolder says every reason. FolderNotFound when the
+        folder is gone.
         """
         return self._new_attempt(workset_id, RETRIED_STATES, "retry", actor, reason, registrar, now)
 
@@ -161,20 +162,16 @@ class Lifecycle:
             rule = f"a {action} applies to a workset that is " + " or ".join(sorted(allowed))
             raise TransitionRefused(workset_id, workset.state, State.READY, rule)
 
-        if workset.work is None:
-            registration = registrar.revalidate(workset, actor=actor, cause=reason or f"{action} asked", now=now)
-            if registration.outcome is not Outcome.RETRIED:
-                raise NotAWorksetFolder(
-                    f"workset {workset_id!r} cannot run, its folder is still not a valid workset: "
-                    + "; ".join(registration.reasons)
-                )
-            return registration.workset
-
-        changed = self.store.transition(
-            workset, State.READY, actor=actor, reason=reason, changes={"attempt": workset.attempt + 1}, now=now
-        )
-        logger.info("workset moved", workset_id=workset_id, from_state=workset.state, to_state=State.READY, actor=actor)
-        return changed
+        # NOTE: the folder is validated again on every retry and restore, not only when the workset has no work spec:
+        # an ignored (or archived) workset may hold a valid work file and a broken sample sheet, never validated as
+        # ready, and a person who fixed the folder expects the fix to run.
+        registration = registrar.revalidate(workset, actor=actor, cause=reason or f"{action} asked", now=now)
+        if registration.outcome is not Outcome.RETRIED:
+            raise NotAWorksetFolder(
+                f"workset {workset_id!r} cannot run, its folder is still not a valid workset: "
+                + "; ".join(registration.reasons)
+            )
+        return registration.workset
 
     def register_cluster(
         self, name: str, given: Mapping[str, Any], *, region: str | None, now: datetime | None = None
