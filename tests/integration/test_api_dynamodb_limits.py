@@ -101,12 +101,14 @@ def test_the_emulation_refuses_what_dynamodb_refuses(deployed: Any) -> None:
     ids=lambda value: value[:40] if isinstance(value, str) else str(value),
 )
 def test_a_name_too_long_for_a_key_is_a_4xx(api: Any, method: str, path: str, body: Any, status: int) -> None:
+    """moto takes such a key and answers 404; DynamoDB refuses it (a 502 deployed). The code is written for DynamoDB."""
     answer_status, answer = api(method, path, body=body)
 
     assert (answer_status, answer["error"]["code"]) == (status, "not_found" if status == 404 else "invalid_request")
 
 
 def test_a_history_token_naming_another_workset_is_400(api: Any, store: WorksetStore) -> None:
+    """moto answers an empty page for a start key of another partition; DynamoDB refuses it (a 502 deployed)."""
     for name in ("w1", "w2"):
         workset = registered(store, name)
         store.record(workset, {"progress": "x"}, event="noted", actor="test", reason="test")
