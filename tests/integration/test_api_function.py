@@ -15,15 +15,15 @@ pytestmark = pytest.mark.integration
 
 
 def registered(store: WorksetStore, workset_id: str, **fields: Any) -> Workset:
+    """A workset written straight into the table, `ready` unless `fields` say another state."""
     now = utcnow()
     workset = Workset(
         workset_id=workset_id,
         bucket="bucket",
         folder=f"daylily_monitoring/active_worksets/{workset_id}/",
-        state=State.READY,
         created_at=now,
         updated_at=now,
-        **fields,
+        **{"state": State.READY, **fields},
     )
     return store.register(workset, actor="test")
 

@@ -11,7 +11,7 @@ import pytest
 from local.template import Template
 from tests.integration.test_api_function import registered
 from tests.integration.test_api_routes import EXAMPLES, PREFIX, put_folder
-from workset_monitor.models import State, Workset, utcnow
+from workset_monitor.models import State
 from workset_monitor.store import WorksetStore
 
 pytestmark = pytest.mark.integration
@@ -20,21 +20,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def bucket(deployed: Template) -> str:
     return deployed.physical("WorksetBucket").ref
-
-
-def stored(store: WorksetStore, workset_id: str, state: State, **fields: Any) -> Workset:
-    """A workset written straight into the table in `state`, its folder under the prefix."""
-    now = utcnow()
-    workset = Workset(
-        workset_id=workset_id,
-        bucket="bucket",
-        folder=f"{PREFIX}{workset_id}/",
-        state=state,
-        created_at=now,
-        updated_at=now,
-        **fields,
-    )
-    return store.register(workset, actor="test")
 
 
 def broken_workset(api: Any, bucket: str, name: str = "broken") -> dict[str, Any]:
@@ -95,7 +80,7 @@ def test_a_retry_of_a_folder_fixed_since_runs_it_with_the_work_it_holds_now(api:
 def test_a_retry_runs_the_work_the_folder_holds_now(api: Any, bucket: str, store: WorksetStore) -> None:
     # GIVEN a canceled workset whose folder is valid, with an older work spec recorded
     put_folder(bucket, "hg002-giab-wgs-30x", "w1")
-    stored(store, "w1", State.CANCELED, work={"run_command": "-p old"})
+    registered(store, "w1", state=State.CANCELED, work={"run_command": "-p old"})
 
     status, body = api("POST", "/worksets/w1/retry")
 
@@ -108,7 +93,7 @@ def test_a_retry_of_an_ignored_workset_with_a_broken_sheet_is_refused(
 ) -> None:
     # GIVEN a workset ignored with a valid work file but a broken sample sheet (never validated as ready)
     put_folder(bucket, "broken-sheet-example", "ign")
-    stored(store, "ign", State.IGNORED, work={"run_command": "-p help"})
+    registered(store, "ign", state=State.IGNORED, work={"run_command": "-p help"})
 
     status, body = api("POST", "/worksets/ign/retry")
 
@@ -117,7 +102,7 @@ def test_a_retry_of_an_ignored_workset_with_a_broken_sheet_is_refused(
 
 
 def test_a_retry_of_a_workset_whose_folder_is_gone_is_404(api: Any, store: WorksetStore) -> None:
-    stored(store, "w1", State.CANCELED, work={"run_command": "-p help"})
+    registered(store, "w1", state=State.CANCELED, work={"run_command": "-p help"})
 
     status, body = api("POST", "/worksets/w1/retry")
 
@@ -127,7 +112,7 @@ def test_a_retry_of_a_workset_whose_folder_is_gone_is_404(api: Any, store: Works
 
 @pytest.mark.parametrize("state", [State.READY, State.ARCHIVED])
 def test_a_retry_is_only_for_failed_canceled_or_ignored_worksets(api: Any, store: WorksetStore, state: State) -> None:
-    stored(store, "w1", state, work={"run_command": "-p help"})
+    registered(store, "w1", state=state, work={"run_command": "-p help"})
 
     status, body = api("POST", "/worksets/w1/retry")
 
