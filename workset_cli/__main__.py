@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", "list worksets, one state in queue order or all of them")
     listing.add_argument("--state", choices=STATE_ORDER)
     listing.add_argument("--priority", choices=PRIORITY_ORDER)
-    listing.add_argument("--cluster", help="only the worksets of this cluster")
+    listing.add_argument(
+        "--cluster",
+        help="only the worksets this cluster holds now: assigned to it while ready, locked or in_progress on it "
+        "(with --state, one of those three)",
+    )
     _paging(listing, "worksets")
     listing.set_defaults(run=list_worksets)
 

@@ -34,7 +34,7 @@ def worksets_table(worksets: Sequence[Mapping[str, Any]], now: datetime) -> str:
         Column("PRIORITY"),
         Column("ATTEMPT", right=True),
         Column("SAMPLES", right=True),
-        Column("CLUSTER", width=24),
+        Column("CLUSTER", width=36),  # a name of up to 25 characters and " (assigned)"
         Column("DETAIL"),
         Column("UPDATED"),
     )
@@ -45,7 +45,7 @@ def worksets_table(worksets: Sequence[Mapping[str, Any]], now: datetime) -> str:
             workset.get("priority", ""),
             f"{workset.get('attempt', 1)}/{workset.get('max_attempts', '?')}",
             str(workset.get("sample_count", "")),
-            workset.get("cluster") or workset.get("assigned_cluster", ""),
+            cluster_shown(workset),
             _detail(workset, now),
             ago(workset.get("updated_at"), now),
         )
@@ -54,14 +54,20 @@ def worksets_table(worksets: Sequence[Mapping[str, Any]], now: datetime) -> str:
     return table(columns, rows)
 
 
+def cluster_shown(workset: Mapping[str, Any]) -> str:
+    """The cluster a workset is assigned to while it is ready (`c1 (assigned)`), else the one that holds it or last
+    held it. A ready workset's `cluster` is where an earlier attempt ran, not where it goes."""
+    if workset.get("state") == "ready":
+        assigned = workset.get("assigned_cluster")
+        return f"{assigned} (assigned)" if assigned else ""
+    return str(workset.get("cluster") or "")
+
+
 def workset_view(workset: Mapping[str, Any], now: datetime) -> str:
     """A workset's key fields, its reasons when it failed validation, then its history as a timeline."""
     work = workset.get("work") or {}
     lease = workset.get("lease")
     state = workset["state"] + (f" ({workset['progress']})" if workset.get("progress") else "")
-    cluster = workset.get("cluster") or (
-        f"{workset['assigned_cluster']} (assigned)" if workset.get("assigned_cluster") else ""
-    )
     fields = labelled(
         [
             ("workset", workset["workset_id"]),
@@ -69,7 +75,7 @@ def workset_view(workset: Mapping[str, Any], now: datetime) -> str:
             ("priority", workset.get("priority", "")),
             ("attempt", f"{workset.get('attempt', 1)} of {workset.get('max_attempts', '?')}"),
             ("samples", str(workset.get("sample_count", ""))),
-            ("cluster", cluster),
+            ("cluster", cluster_shown(workset)),
             ("lease", _lease(lease, now) if lease else ""),
             ("retry", ago(workset.get("retry_at"), now)),
             ("error", workset.get("error_category", "")),

@@ -5,16 +5,23 @@ Workset ids arrive percent-encoded in the path, as API Gateway passes REST paths
 
 from __future__ import annotations
 
+import json
+import re
 import unicodedata
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Annotated, Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.util import extract_origin_header
 from pydantic import BaseModel, ConfigDict, Field
 
 from workset_monitor import measures
@@ -23,6 +30,7 @@ from workset_monitor.errors import (
     ClusterRetired,
     ConcurrentUpdate,
     FolderNotFound,
+    InvalidRequest,
     LeaseLost,
     NotAWorksetFolder,
     TransitionRefused,
@@ -35,6 +43,11 @@ from workset_monitor.observability import logger, publish
 from workset_monitor.settings import settings
 from workset_monitor.store import InvalidPageToken, WorksetStore
 
+
+class UnreadableBody(WorksetError):
+    """A body that is JSON, but more than Python's decoder takes (a number of more than 4,300 digits)."""
+
+
 ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     WorksetNotFound: (404, "not_found"),
     ClusterNotFound: (404, "not_found"),
@@ -45,9 +58,18 @@ ERROR_STATUS: dict[type[WorksetError], tuple[int, str]] = {
     ConcurrentUpdate: (409, "concurrent_update"),
     LeaseLost: (409, "lease_lost"),
     NotAWorksetFolder: (422, "not_a_workset_folder"),
+    InvalidRequest: (422, "invalid_request"),
     InvalidPageToken: (400, "bad_request"),
+    UnreadableBody: (400, "bad_request"),
 }
 
+ClusterPath = Annotated[
+    str,
+    PathParam(min_length=1, max_length=128, description="A cluster's name, as registered (at most 128 characters)."),
+]
+"""A cluster name in a path: longer than a registered name can be, it is refused (422) before any lookup."""
+
+HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"})
 SIGNED_HEADERS = ["Authorization", "Content-Type", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"]
 
 _lifecycle: Lifecycle | None = None
@@ -62,6 +84,27 @@ def lifecycle() -> Lifecycle:
             lease_seconds=config.lease_seconds,
         )
     return _lifecycle
+
+
+def read_json_body(body: str | bytes) -> Any:
+    """A request body as JSON, for the resolvers (`json_body_deserializer`).
+
+    Malformed JSON raises JSONDecodeError (Powertools answers 422), a body that is not UTF-8 UnicodeDecodeError, one
+    nested too deeply RecursionError (each answered 400 below). Any other ValueError of the decoder is about a value
+    too big to read (Python refuses to turn more than 4,300 digits into an int), so it is the caller's: 400 too.
+    """
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError as exc:
+        raise UnreadableBody(f"the body cannot be read: {_first_sentence(exc)}") from None
+
+
+def _first_sentence(exc: Exception) -> str:
+    """`Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use ...` -> its part
+    before the colon, which names the limit and not the remedy for a server."""
+    return str(exc).split(":", 1)[0].strip().lower() or type(exc).__name__
 
 
 def path_id(raw: str) -> str:
@@ -137,6 +180,71 @@ def cors() -> CORSConfig | None:
     )
 
 
+class RouteMethods:
+    """The methods each path of the API has, from its OpenAPI document's paths (`/worksets/{workset_id}/lock`)."""
+
+    def __init__(self, paths: Mapping[str, Mapping[str, Any]]) -> None:
+        # Literal paths first, as the resolvers match them: /worksets/next before /worksets/{workset_id}.
+        templates = sorted(paths, key=lambda template: (template.count("{"), template))
+        self._routes = [
+            (_path_pattern(template), frozenset(method.upper() for method in paths[template]) & HTTP_METHODS)
+            for template in templates
+        ]
+
+    def of(self, path: str) -> frozenset[str] | None:
+        """The methods of the route `path` (as requested, percent-encoded) belongs to; None for no documented route."""
+        return next((methods for pattern, methods in self._routes if pattern.match(path)), None)
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    parts = ["[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/")]
+    return re.compile("^" + "/".join(parts) + "$")
+
+
+def answer_preflights(
+    app: APIGatewayRestResolver, config: CORSConfig, paths: Callable[[], Mapping[str, Mapping[str, Any]]]
+) -> None:
+    """Answer CORS preflight (`OPTIONS`) with the methods the requested path has in the whole API, the write routes'
+    too (`paths`: the API's OpenAPI paths, read once, when the first preflight comes), for the allowed origins only:
+    another origin gets no CORS header at all. Powertools adds the origin, headers and max-age of `config`.
+
+    Limitations:
+        a path the document does not list (the document itself, the docs page) gets Powertools' own preflight answer,
+        with the methods of this function's routes (GET).
+    """
+
+    @cache
+    def route_methods() -> RouteMethods:
+        return RouteMethods(paths())
+
+    def preflight(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        event = app.current_event
+        if event.http_method != "OPTIONS":
+            return next_middleware(app)
+        if config.allowed_origin(extract_origin_header(event.resolved_headers_field)) is None:
+            return Response(status_code=204, content_type=None, body="")
+
+        methods = route_methods().of(event.path)
+        if methods is None:
+            return next_middleware(app)
+        allow = ",".join(sorted(methods | {"OPTIONS"}))
+        return Response(status_code=204, content_type=None, headers={"Access-Control-Allow-Methods": allow}, body="")
+
+    app.use(middlewares=[preflight])
+
+
+def _problem(item: Mapping[str, Any]) -> str:
+    """One validation error in words: where, and what is wrong. A query parameter given more than once is told so;
+    each one takes one value (`?state=ready&state=error` is two questions)."""
+    location = tuple(item.get("loc", ()))
+    where = ".".join(str(part) for part in location)
+    given = item.get("input")
+    if location[:1] == ("query",) and isinstance(given, list) and len(given) > 1:
+        values = ", ".join(str(value) for value in given)[:200]
+        return f"{where}: takes one value, not {len(given)} ({values}); ask once for each"
+    return f"{where}: {item.get('msg', item.get('type', 'invalid'))}"
+
+
 def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:
     """Answer every error, from the domain, validation or routing, as `{"error": {code, message, request_id}}`."""
 
@@ -155,10 +263,7 @@ def answer_errors_in_one_shape(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(RequestValidationError)
     def handle_invalid_request(exc: RequestValidationError) -> Response[Any]:
-        problems = [
-            f"{'.'.join(str(part) for part in item.get('loc', ()))}: {item.get('msg', item.get('type', 'invalid'))}"
-            for item in exc.errors()
-        ]
+        problems = [_problem(item) for item in exc.errors()]
         return error(422, "invalid_request", "; ".join(problems)[:2000] or "the request is not valid")
 
     @app.exception_handler(RequestUnsupportedContentType)

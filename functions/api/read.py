@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import dashboard_shell
-from api_base import answer_errors_in_one_shape, answers, cluster_in_path, cors, lifecycle, workset_in_path
+from api_base import (
+    ClusterPath,
+    answer_errors_in_one_shape,
+    answer_preflights,
+    answers,
+    cluster_in_path,
+    cors,
+    lifecycle,
+    read_json_body,
+    workset_in_path,
+)
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
@@ -56,8 +66,9 @@ ClusterName = Annotated[str, Query(min_length=1, max_length=128)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 PageToken = Annotated[str | None, Query(max_length=4096)]
 
+CORS = cors()
 # NOTE: the resolver is built here, by name, so Powertools' OpenAPI merge finds it when it reads this file.
-app = APIGatewayRestResolver(enable_validation=True, cors=cors())
+app = APIGatewayRestResolver(enable_validation=True, cors=CORS, json_body_deserializer=read_json_body)
 answer_errors_in_one_shape(app)
 app.configure_openapi_merge(
     path=str(Path(__file__).parent),
@@ -73,6 +84,9 @@ app.configure_openapi_merge(
 )
 app.configure_openapi(security_schemes=SIGV4)  # so `GET /` may say it needs none
 app.enable_swagger(path="/docs", title=TITLE, version=VERSION)
+if CORS is not None:
+    # Every OPTIONS of the API comes here (the template's Preflight event), the write routes' too.
+    answer_preflights(app, CORS, lambda: app.get_openapi_merge_schema()["paths"])
 
 
 @app.get("/", summary="Health check; needs no signature", responses=answers(Health, signed=False), security=[{}])
@@ -195,7 +209,7 @@ def scheduler_stats() -> dict[str, Any]:
     ]
     recent = [
         {"at": tick["at"], **decision}
-        for tick in store.recent_ticks()
+        for tick in store.recent_ticks(limit=RECENT_DECISIONS, now=now)
         for decision in [*tick.get("assignments", []), *tick.get("waits", [])]
     ]
     ready = counters.get(f"state:{State.READY.value}", 0)
@@ -214,7 +228,7 @@ def list_clusters() -> dict[str, Any]:
 
 
 @app.get("/clusters/<name>", summary="One cluster", responses=answers(Cluster, 404))
-def get_cluster(name: str) -> dict[str, Any]:
+def get_cluster(name: ClusterPath) -> dict[str, Any]:
     return to_json_dict(lifecycle().store.get_cluster(cluster_in_path(name)))
 
 

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from api_base import answer_errors_in_one_shape, answers, cluster_in_path, cors, lifecycle, workset_in_path
+from api_base import (
+    ClusterPath,
+    answer_errors_in_one_shape,
+    answers,
+    cluster_in_path,
+    cors,
+    lifecycle,
+    read_json_body,
+    workset_in_path,
+)
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.logging import correlation_paths
@@ -25,7 +34,7 @@ from workset_monitor.registration import Outcome, Registrar
 from workset_monitor.settings import settings
 
 # NOTE: the resolver is built here, by name, so Powertools' OpenAPI merge finds it when it reads this file.
-app = APIGatewayRestResolver(enable_validation=True, cors=cors())
+app = APIGatewayRestResolver(enable_validation=True, cors=cors(), json_body_deserializer=read_json_body)
 answer_errors_in_one_shape(app)
 _registrar: Registrar | None = None
 
@@ -65,14 +74,19 @@ class RegisterRequest(_Body):
 
 
 class ClusterRegistration(_Body):
-    """What an agent says of its cluster when it registers it or renews its registration."""
+    """What an agent says of its cluster when it registers it (once, at its start), or a person registers it again.
+
+    A field left out keeps what is stored (a new cluster: its default); a field sent as null goes back to its default.
+    """
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    region: str = Field(default="us-west-2", min_length=1, max_length=64)
-    availability_zone: str | None = Field(default=None, max_length=64)
-    max_worksets: int = Field(default=1, ge=1, le=10_000)
-    vcpus: int = Field(default=0, ge=0, le=10_000_000)
-    cost_per_vcpu_hour: float = Field(default=0.0, ge=0, le=1_000)
+    region: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Its AWS region; default: the API's own region."
+    )
+    availability_zone: str | None = Field(default=None, max_length=64, description="Its AZ; default: none.")
+    max_worksets: int | None = Field(default=None, ge=1, le=10_000, description="Worksets at once; default: 1.")
+    vcpus: int | None = Field(default=None, ge=0, le=10_000_000, description="Its vCPUs; default: 0 (not counted).")
+    cost_per_vcpu_hour: float | None = Field(default=None, ge=0, le=1_000, description="USD; default: 0.")
 
 
 class ClusterHeartbeat(_Body):
@@ -156,16 +170,12 @@ def claim_workset(workset_id: Id, request: ClaimRequest) -> dict[str, Any]:
 
 @app.delete(
     "/worksets/<workset_id>/lock",
-    summary="Give a lease back before the run starts: the workset is ready again, in the same attempt",
+    summary="Give a lease back before the run starts (locked only, with its token): ready again, in the same attempt",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def release_workset(workset_id: Id, request: ReleaseRequest) -> dict[str, Any]:
-    workset = lifecycle().change_state(
-        workset_in_path(workset_id),
-        State.READY,
-        actor=request.actor,
-        reason=request.reason,
-        lease_token=request.lease_token,
+    workset = lifecycle().release(
+        workset_in_path(workset_id), lease_token=request.lease_token, actor=request.actor, reason=request.reason
     )
     return to_json_dict(workset)
 
@@ -204,11 +214,15 @@ def cancel(workset_id: Id, request: ActionRequest | None = None) -> dict[str, An
 
 @app.post(
     "/worksets/<workset_id>/retry",
-    summary="Start a new attempt of a failed, canceled or ignored workset, whatever attempts it used",
+    summary="Start a new attempt of a failed, canceled or ignored workset, its folder validated again first",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def retry(workset_id: Id, request: ActionRequest | None = None) -> dict[str, Any]:
-    return _act(workset_id, State.READY, request)
+    request = request or ActionRequest()
+    workset = lifecycle().retry(
+        workset_in_path(workset_id), actor=request.actor, reason=request.reason, registrar=registrar()
+    )
+    return to_json_dict(workset)
 
 
 @app.post(
@@ -222,11 +236,15 @@ def archive(workset_id: Id, request: ActionRequest | None = None) -> dict[str, A
 
 @app.post(
     "/worksets/<workset_id>/restore",
-    summary="Bring an archived workset back to the queue as a new attempt",
+    summary="Bring an archived workset back to the queue as a new attempt, validated again as a retry is",
     responses=answers(Workset, 404, 409, 413, 415),
 )
 def restore(workset_id: Id, request: ActionRequest | None = None) -> dict[str, Any]:
-    return _act(workset_id, State.READY, request)
+    request = request or ActionRequest()
+    workset = lifecycle().restore(
+        workset_in_path(workset_id), actor=request.actor, reason=request.reason, registrar=registrar()
+    )
+    return to_json_dict(workset)
 
 
 @app.put(
@@ -249,21 +267,22 @@ def change_state(workset_id: Id, request: StateChangeRequest) -> dict[str, Any]:
 
 @app.post(
     "/clusters",
-    summary="Register a cluster, or renew its registration (its agent calls this at start)",
+    summary="Register a cluster, or register it again (its agent does, once at start): it is active after this; "
+    "fields left out keep their value",
     responses=answers(Cluster, 413, 415),
 )
 def register_cluster(registration: ClusterRegistration) -> dict[str, Any]:
-    cluster = Cluster(**registration.model_dump())
-    logger.info("cluster registered", cluster=cluster.name)
-    return to_json_dict(lifecycle().register_cluster(cluster))
+    given = registration.model_dump(exclude_unset=True, exclude={"name"})
+    cluster = lifecycle().register_cluster(registration.name, given, region=settings().region)
+    return to_json_dict(cluster)
 
 
 @app.post(
     "/clusters/<name>/heartbeat",
-    summary="Keep a registered cluster live, optionally changing its status",
+    summary="Keep a registered cluster live; without a status it keeps the one it has (draining stays draining)",
     responses=answers(Cluster, 404, 409, 413, 415),
 )
-def cluster_heartbeat(name: str, request: ClusterHeartbeat | None = None) -> dict[str, Any]:
+def cluster_heartbeat(name: ClusterPath, request: ClusterHeartbeat | None = None) -> dict[str, Any]:
     status = request.status if request else None
     return to_json_dict(lifecycle().store.touch_cluster(cluster_in_path(name), at=utcnow(), status=status))
 
@@ -273,7 +292,7 @@ def cluster_heartbeat(name: str, request: ClusterHeartbeat | None = None) -> dic
     summary="Retire a cluster: no new work; what it was assigned and has not claimed returns to the queue",
     responses=answers(Cluster, 404),
 )
-def retire_cluster(name: str) -> dict[str, Any]:
+def retire_cluster(name: ClusterPath) -> dict[str, Any]:
     cluster = lifecycle().store.retire_cluster(cluster_in_path(name))
     logger.info("cluster retired", cluster=cluster.name)
     return to_json_dict(cluster)

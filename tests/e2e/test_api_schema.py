@@ -1,12 +1,15 @@
 """Schemathesis against the OpenAPI document the API serves, on the local stack, every request signed with SigV4.
 
 For every documented route it sends generated requests, valid and invalid, and checks that the API never answers
-with a 5xx, and that each answer's status, content type and body are the ones the document declares.
+with a 5xx, and that each answer's status, content type and body are the ones the document declares. The stack holds
+the demo's worksets (valid, failed, broken) and two clusters, and half the valid requests name one of them in their
+path, so they reach the workset and cluster answers, the lifecycle's rules and the store, not only a 404.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -14,6 +17,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -24,14 +28,19 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agent.client import SignedWithSigV4
+from local.demo import EXAMPLES as EXAMPLE_FOLDERS
+from local.demo import INVALID, RETRIED, VALID, upload_workset
 from local.iam import find_violations, function_policies
 from local.stack import LocalStack
 from tools.openapi import DOCUMENT
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 20
+EXAMPLES = 30
 """Generated requests per route and mode."""
+
+KNOWN = {"workset_id": (VALID, RETRIED, INVALID), "name": ("schema-c1", "schema-c2")}
+"""Path parameter values that name what the stack holds."""
 
 CHECKS = [
     not_a_server_error,
@@ -53,6 +62,23 @@ def session(stack: LocalStack) -> requests.Session:
     signed = requests.Session()
     signed.auth = SignedWithSigV4(boto3.Session(), stack.region)
     return signed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def holdings(stack: LocalStack, session: requests.Session) -> None:
+    """The demo's three worksets registered, and the clusters of KNOWN, before any generated request."""
+    description = stack.describe()
+    for folder in KNOWN["workset_id"]:
+        upload_workset(
+            stack.client("s3"), str(description["bucket"]), str(description["prefix"]), EXAMPLE_FOLDERS / folder
+        )
+    for name in KNOWN["name"]:
+        session.post(f"{stack.api_url}/clusters", json={"name": name, "max_worksets": 2}, timeout=10).raise_for_status()
+
+    deadline = time.monotonic() + 30
+    while any(session.get(f"{stack.api_url}/worksets/{w}", timeout=10).status_code != 200 for w in KNOWN["workset_id"]):
+        assert time.monotonic() < deadline, "the demo's worksets were not registered within 30 s"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +111,14 @@ def test_the_api_keeps_to_its_document(
     operation = served_schema.find_operation_by_label(route)
     assert operation is not None, f"the served document has no {route}"
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode), known=st.booleans(), pick=st.integers(0, 2))
     @settings(
         max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
     )
-    def keeps_to_its_document(case: schemathesis.Case) -> None:
+    def keeps_to_its_document(case: schemathesis.Case, known: bool, pick: int) -> None:
+        if known and mode is GenerationMode.POSITIVE:
+            for name in set(case.path_parameters or {}) & set(KNOWN):
+                case.path_parameters[name] = KNOWN[name][pick % len(KNOWN[name])]  # type: ignore[index]
         # A case that left out the Authorization header (the document says it is required) goes unsigned.
         signed = "Authorization" in (case.headers or {})
         response = case.call(base_url=stack.api_url, session=session if signed else requests.Session(), timeout=10)

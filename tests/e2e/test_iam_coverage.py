@@ -5,9 +5,10 @@ AWS (the API's lease heartbeat once called `dynamodb:UpdateItem` without it). He
 function's real code, runs what people, agents and AWS do: folders dropped into S3 (valid, broken, ignored, dropped
 again), a folder registered through the API, clusters registering, heartbeating and retiring, worksets claimed,
 heartbeated, run, failed with a transient error and retried by the scheduler, canceled, retried, released, archived,
-restored, a lease left to expire, every read route, and the notifications to SNS, a webhook (signing secret in SSM)
-and Linear (API key in Secrets Manager). The stack records each call of each handler (`LocalStack.aws_call_details`);
-`local.iam` checks each against the role SAM builds from the function's `Policies`.
+restored, a broken folder retried through the API (validated again), a lease left to expire, every read route, and
+the notifications to SNS, a webhook (signing secret in SSM) and Linear (API key in Secrets Manager). The stack records
+each call of each handler (`LocalStack.aws_call_details`); `local.iam` checks each against the role SAM builds from
+the function's `Policies`.
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ class Flows:
         assert self.api.heartbeat(TRANSIENT, token)["state"] == "canceled"
         self.api.act(TRANSIENT, "retry", actor="alice", reason="sheet fixed")
         self.api.act(IGNORED, "retry", actor="alice", reason="wanted after all")
+        with pytest.raises(ApiError) as still_broken:  # its folder is validated again, by the write function
+            self.api.act(INVALID, "retry", actor="alice", reason="try again")
+        assert (still_broken.value.status, still_broken.value.code) == (422, "not_a_workset_folder")
 
         token = self.claim(TRANSIENT)
         self.api.request(

@@ -57,6 +57,7 @@ DASHBOARD_DATA_CALLS = [
     f"/worksets/{SAMPLE_SEGMENT}/history?limit=500",
 ]
 """The reads the dashboard's page makes (app.js): with the filters, for a workset's history and its earlier entries."""
+ORIGIN = "https://portal.example.org"
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,14 @@ class Answer:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    """The local stack with the API's functions only (their real code); their table exists, nothing else runs."""
-    with LocalStack(emulator_port=0, api_port=0, functions={"ApiReadFunction", "ApiWriteFunction"}) as running:
+    """The local stack with the API's functions only (their real code); their table exists, nothing else runs. One
+    browser origin is allowed (CORS)."""
+    with LocalStack(
+        emulator_port=0,
+        api_port=0,
+        functions={"ApiReadFunction", "ApiWriteFunction"},
+        parameters={"AllowedOrigins": ORIGIN},
+    ) as running:
         yield running
 
 
@@ -351,13 +358,26 @@ def test_a_session_token_is_accepted(stack: LocalStack) -> None:
     assert (answer.status, answer.by_gateway) == (200, False)
 
 
-def test_a_preflight_without_credentials_reaches_the_function(stack: LocalStack) -> None:
-    headers = {"Origin": "https://portal.example.org", "Access-Control-Request-Method": "GET"}
+@pytest.mark.parametrize(
+    ("target", "method", "allowed"),
+    [
+        ("/worksets", "GET", "GET,OPTIONS,POST"),
+        ("/worksets/w1/cancel", "POST", "OPTIONS,POST"),
+        ("/worksets/w1/state", "PUT", "OPTIONS,PUT"),
+        ("/worksets/w1/lock", "DELETE", "DELETE,OPTIONS,POST"),
+    ],
+)
+def test_a_preflight_without_credentials_reaches_the_function(
+    stack: LocalStack, target: str, method: str, allowed: str
+) -> None:
+    headers = {"Origin": ORIGIN, "Access-Control-Request-Method": method}
 
-    answer = send(stack, "OPTIONS", "/worksets", headers=headers)
+    answer = send(stack, "OPTIONS", target, headers=headers)
 
     assert not answer.by_gateway, answer.body
     assert answer.headers["x-amzn-RequestId"]
+    assert (answer.status, answer.headers["Access-Control-Allow-Methods"]) == (204, allowed)
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
 
 
 # --- signed wrongly, or too late ---------------------------------------------------------------------------------

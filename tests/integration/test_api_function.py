@@ -15,15 +15,15 @@ pytestmark = pytest.mark.integration
 
 
 def registered(store: WorksetStore, workset_id: str, **fields: Any) -> Workset:
+    """A workset written straight into the table, `ready` unless `fields` say another state."""
     now = utcnow()
     workset = Workset(
         workset_id=workset_id,
         bucket="bucket",
         folder=f"daylily_monitoring/active_worksets/{workset_id}/",
-        state=State.READY,
         created_at=now,
         updated_at=now,
-        **fields,
+        **{"state": State.READY, **fields},
     )
     return store.register(workset, actor="test")
 
@@ -266,6 +266,36 @@ def test_hostile_bodies_get_a_4xx_with_the_error_shape(
 
     assert status == expected
     assert set(body["error"]) == {"code", "message", "request_id"}
+
+
+HUGE = "1" + "0" * 5000
+"""A JSON number of more digits than Python turns into an int (4,300): its decoder raises a plain ValueError."""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw_body"),
+    [
+        ("POST", "/worksets", f'{{"bucket": "b", "prefix": "p/", "n": {HUGE}}}'),
+        ("POST", "/worksets/w1/lock", f'{{"owner": "a", "cluster": "c", "lease_seconds": {HUGE}}}'),
+        ("DELETE", "/worksets/w1/lock", f'{{"lease_token": {HUGE}}}'),
+        ("POST", "/worksets/w1/heartbeat", f'{{"lease_token": {HUGE}}}'),
+        ("PUT", "/worksets/w1/state", f'{{"state": "error", "lease_token": {HUGE}}}'),
+        ("POST", "/worksets/w1/cancel", f'{{"reason": {HUGE}}}'),
+        ("POST", "/worksets/w1/retry", f"[{HUGE}]"),
+        ("POST", "/clusters", f'{{"name": "big", "max_worksets": {HUGE}}}'),
+        ("POST", "/clusters/c1/heartbeat", f'{{"status": -{HUGE}}}'),
+        ("POST", "/worksets/w1/archive", f'{{"actor": "a", "deep": [{{"n": {HUGE}}}]}}'),
+    ],
+)
+def test_a_number_too_long_to_read_is_a_400_on_every_write_route(
+    api: Any, store: WorksetStore, method: str, path: str, raw_body: str
+) -> None:
+    registered(store, "w1")
+
+    status, body = api(method, path, raw_body=raw_body)
+
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert "exceeds the limit (4300 digits) for integer string conversion" in body["error"]["message"]
 
 
 def _token(payload: object) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
+from benchmarks.aws_calls import CallCounter
 from local.demo import upload_workset
 from local.template import Template
 from tests.conftest import FakeLambdaContext, api_event
@@ -194,11 +195,34 @@ def test_list_filters_by_the_cluster_that_holds_them(api: Any, store: WorksetSto
 
     _, on_c1 = api("GET", "/worksets", query={"cluster": "c1"})
     _, ready_on_c2 = api("GET", "/worksets", query={"cluster": "c2", "state": "ready"})
-    _, error_on_c2 = api("GET", "/worksets", query={"cluster": "c2", "state": "error"})
+    _, locked_on_c2 = api("GET", "/worksets", query={"cluster": "c2", "state": "locked"})
 
     assert [w["workset_id"] for w in on_c1["worksets"]] == ["a1"]
     assert [w["workset_id"] for w in ready_on_c2["worksets"]] == ["b1"]
-    assert error_on_c2["worksets"] == []
+    assert locked_on_c2["worksets"] == []
+
+
+@pytest.mark.parametrize("state", ["complete", "error", "canceled", "ignored", "archived"])
+def test_a_cluster_with_a_state_no_held_workset_is_in_is_422_not_an_empty_page(api: Any, state: str) -> None:
+    status, body = api("GET", "/worksets", query={"cluster": "c1", "state": state})
+
+    assert (status, body["error"]["code"]) == (422, "invalid_request")
+    assert body["error"]["message"] == (
+        f"cluster lists the worksets a cluster holds now (in_progress, locked, ready); a {state} workset holds none: "
+        f"ask for state={state} without cluster"
+    )
+
+
+def test_a_query_parameter_given_twice_is_told_it_takes_one_value(load_function: Callable[..., ModuleType]) -> None:
+    event = api_event("GET", "/worksets", query={"state": "error"})
+    event["multiValueQueryStringParameters"] = {"state": ["ready", "error"]}
+
+    response = load_function("ApiReadFunction").lambda_handler(event, FakeLambdaContext("api"))
+
+    assert response["statusCode"] == 422
+    assert json.loads(response["body"])["error"]["message"] == (
+        "query.state: takes one value, not 2 (ready, error); ask once for each"
+    )
 
 
 def test_a_page_token_of_one_filter_is_refused_for_another(api: Any, store: WorksetStore) -> None:
@@ -296,6 +320,63 @@ def test_scheduler_stats_show_the_load_and_the_last_tick(api: Any, store: Workse
     ]
 
 
+def test_recent_decisions_keep_every_tick_of_one_minute_newest_first(api: Any, store: WorksetStore) -> None:
+    # GIVEN a cluster with room, and three ticks within one minute (EventBridge repeats a tick; the local stack ticks
+    # every few seconds), each assigning the workset registered just before it, then one that decides nothing
+    api("POST", "/clusters", body={"name": "c1", "max_worksets": 10})
+    minute = (utcnow() - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    scheduler = Scheduler(store, clock_skew_seconds=60)
+    for second, name in ((5, "w1"), (5, "w2"), (40, "w3")):
+        registered(store, name)
+        scheduler.tick(now=minute + timedelta(seconds=second))
+    scheduler.tick(now=minute + timedelta(seconds=50))
+
+    # WHEN the scheduler's stats are read
+    _, stats = api("GET", "/scheduler/stats")
+
+    # THEN every decision of the minute is there, the newest tick first (the two of one instant in either order),
+    # and the tick that decided nothing is only the last one
+    decisions = [(d["workset_id"], d["cluster"]) for d in stats["recent_decisions"]]
+    assert decisions[0] == ("w3", "c1")
+    assert sorted(decisions[1:]) == [("w1", "c1"), ("w2", "c1")]
+    assert (stats["last_tick"]["assigned"], stats["last_tick"]["waiting"]) == (0, 0)
+
+
+def test_recent_decisions_are_those_of_the_last_ten_minutes_read_in_one_bounded_query(store: WorksetStore) -> None:
+    now = utcnow()
+    decided = {"assignments": [{"workset_id": "w", "cluster": "c1", "reason": "r"}], "waits": []}
+    for minutes_ago in (11, 9, 1):
+        at = now - timedelta(minutes=minutes_ago)
+        store.put_tick({"at": at.isoformat(), **decided}, at=at)
+    counter = CallCounter()
+    counter.attach(store.client)
+
+    with counter.counting() as calls:
+        ticks = store.recent_ticks(limit=200, now=now)
+        newest = store.recent_ticks(limit=1, now=now)
+
+    assert [tick["at"] for tick in ticks] == [(now - timedelta(minutes=m)).isoformat() for m in (1, 9)]
+    assert newest == ticks[:1]
+    assert calls == {"dynamodb:Query": 2}
+
+
+def test_a_recent_tick_expires_by_the_tables_ttl(deployed: Template, store: WorksetStore) -> None:
+    """The emulator does not delete expired items; the read's key range leaves them out (test above), and DynamoDB
+    deletes them by the TTL attribute the template declares."""
+    at = utcnow()
+    store.put_tick({"at": at.isoformat(), "assignments": [], "waits": [{"workset_id": "w", "reason": "r"}]}, at=at)
+
+    items = boto3.client("dynamodb").query(
+        TableName=store.table_name,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :recent)",
+        ExpressionAttributeValues={":pk": {"S": "SCHEDULER"}, ":recent": {"S": "TICK#"}},
+    )["Items"]
+    ttl = boto3.client("dynamodb").describe_time_to_live(TableName=store.table_name)["TimeToLiveDescription"]
+
+    assert [int(item["expires_at_epoch"]["N"]) for item in items] == [int(at.timestamp()) + 600]
+    assert (ttl["AttributeName"], ttl["TimeToLiveStatus"]) == ("expires_at_epoch", "ENABLED")
+
+
 def test_a_cluster_that_stopped_heartbeating_is_shown_not_live(api: Any, store: WorksetStore) -> None:
     api("POST", "/clusters", body={"name": "c1"})
     store.touch_cluster("c1", at=utcnow() - timedelta(hours=1))
@@ -367,10 +448,11 @@ def cors_api(load_function: Callable[..., ModuleType]) -> ModuleType:
     return load_function("ApiReadFunction", ALLOWED_ORIGINS="https://portal.example.org,https://lab.example.org")
 
 
-def _call(module: ModuleType, method: str, path: str, origin: str) -> dict[str, Any]:
+def _call(module: ModuleType, method: str, path: str, origin: str, **headers: str) -> dict[str, Any]:
     event = api_event(method, path)
-    event["headers"]["Origin"] = origin
-    event["multiValueHeaders"]["Origin"] = [origin]
+    for name, value in {"Origin": origin, **headers}.items():
+        event["headers"][name] = value
+        event["multiValueHeaders"][name] = [value]
     response: dict[str, Any] = module.lambda_handler(event, FakeLambdaContext("api"))
     return response
 
@@ -389,6 +471,41 @@ def test_a_preflight_from_an_allowed_origin_is_answered(cors_api: ModuleType) ->
     assert headers["access-control-allow-origin"] == "https://lab.example.org"
     assert "authorization" in headers["access-control-allow-headers"].lower()
     assert "access-control-allow-credentials" not in headers
+
+
+@pytest.mark.parametrize(
+    ("path", "asked", "allowed"),
+    [
+        ("/worksets/x/cancel", "POST", "OPTIONS,POST"),
+        ("/worksets/x/state", "PUT", "OPTIONS,PUT"),
+        ("/worksets/x%2Fy/lock", "DELETE", "DELETE,OPTIONS,POST"),
+        ("/clusters/c1", "DELETE", "DELETE,GET,OPTIONS"),
+        ("/clusters", "POST", "GET,OPTIONS,POST"),
+        ("/worksets", "POST", "GET,OPTIONS,POST"),
+        ("/worksets/next", "GET", "GET,OPTIONS"),
+        ("/worksets/x", "GET", "GET,OPTIONS"),
+    ],
+)
+def test_a_preflight_answers_the_methods_of_its_path_write_routes_too(
+    cors_api: ModuleType, path: str, asked: str, allowed: str
+) -> None:
+    # WHEN a browser asks before a signed request (every OPTIONS goes to the read function)
+    response = _call(
+        cors_api, "OPTIONS", path, "https://portal.example.org", **{"Access-Control-Request-Method": asked}
+    )
+
+    # THEN it is told the methods that path has in the whole API, without credentials
+    headers = _headers(response)
+    assert response["statusCode"] == 204
+    assert headers["access-control-allow-methods"] == allowed
+    assert headers["access-control-allow-origin"] == "https://portal.example.org"
+    assert "access-control-allow-credentials" not in headers
+
+
+def test_a_preflight_from_another_origin_gets_no_cors_headers(cors_api: ModuleType) -> None:
+    response = _call(cors_api, "OPTIONS", "/worksets/x/cancel", "https://evil.example.com")
+
+    assert not [name for name in _headers(response) if name.startswith("access-control-")]
 
 
 def test_another_origin_gets_no_cors_headers(cors_api: ModuleType) -> None:

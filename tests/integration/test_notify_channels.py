@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 
 from local.receivers import FakeLinear, Trouble, WebhookReceiver, rate_limited
 from local.template import Template
@@ -23,7 +24,8 @@ from workset_monitor.channels.webhook import WebhookChannel
 from workset_monitor.credentials import SecretReader, SecretUnavailable
 from workset_monitor.events import EventType, WorksetEvent
 from workset_monitor.incidents import IncidentStore
-from workset_monitor.models import ErrorCategory, Priority, State
+from workset_monitor.models import ErrorCategory, Priority, State, Workset
+from workset_monitor.notifier import ChannelFailed, Notifier, Route
 from workset_monitor.routing import LinearChannelConfig, WebhookChannelConfig
 
 pytestmark = pytest.mark.integration
@@ -144,6 +146,62 @@ def test_an_outage_fails_the_delivery_after_bounded_retries(secrets: SecretReade
 
     # three attempts, two backoffs of at most 0.5 s and 1 s
     assert time.monotonic() - started < 2.0
+
+
+def test_a_failed_connection_names_the_host_never_the_secret_url(
+    secrets: SecretReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a Slack channel whose webhook URL (a credential) is in Secrets Manager, and its host is down
+    port = closed_port()
+    secret_url = f"http://127.0.0.1:{port}/services/T0SECRET/B0SECRET/XXXXSECRETTOKEN?token=SECRETQUERY"
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="workset-monitor/test/notify/slack", SecretString=secret_url
+    )
+    config = WebhookChannelConfig(
+        name="lab-slack", type="webhook", format="slack", url="secretsmanager:workset-monitor/test/notify/slack", **FAST
+    )
+    channel = WebhookChannel(config, secrets, deadline=Deadline(), scope="workset-monitor-test-worksets")
+    notifier = Notifier([Route(channel, config.filter)], persistence=None)
+
+    # WHEN an event fails to reach it
+    with pytest.raises(ChannelFailed) as failed:
+        notifier.notify(stream_record(event(5, State.IN_PROGRESS, State.ERROR)))
+
+    # THEN the failure and every log line name the channel and the host, never the URL's path or query
+    message = str(failed.value)
+    assert f"lab-slack: cannot connect to 127.0.0.1:{port} (NewConnectionError)" in message
+    [logged] = [entry for entry in caplog.records if entry.getMessage() == "delivery failed"]
+    assert (logged.channel, logged.error) == (
+        "lab-slack",
+        f"TransientFailure: cannot connect to 127.0.0.1:{port} (NewConnectionError)",
+    )
+    logs = "\n".join(str(vars(entry)) for entry in caplog.records)
+    for secret in ("SECRET", "/services/", "token="):
+        assert secret not in message and secret not in logs
+    assert failed.value.failures["lab-slack"].__cause__ is None
+
+
+def stream_record(change: WorksetEvent) -> dict[str, Any]:
+    """The stream record (Lambda's shape) of a workset moving as `change` says."""
+
+    def image(state: State | None, version: int) -> dict[str, Any]:
+        workset = Workset(
+            workset_id=change.workset_id,
+            bucket="bucket",
+            folder=f"daylily_monitoring/active_worksets/{change.workset_id}/",
+            state=state or change.state,
+            version=version,
+            created_at=AT,
+            updated_at=change.at,
+            error_category=change.error_category if state is None else None,
+            error_reasons=change.reasons if state is None else (),
+        )
+        plain = {"pk": f"WORKSET#{workset.workset_id}", "sk": "WORKSET", **workset.model_dump(mode="json")}
+        return {name: TypeSerializer().serialize(value) for name, value in plain.items() if value is not None}
+
+    keys = {"pk": {"S": f"WORKSET#{change.workset_id}"}, "sk": {"S": "WORKSET"}}
+    images = {"NewImage": image(None, change.version), "OldImage": image(change.from_state, change.version - 1)}
+    return {"eventName": "MODIFY", "dynamodb": {"Keys": keys, **images, "SequenceNumber": str(change.version)}}
 
 
 def test_5xx_answers_are_retried_until_the_receiver_takes_the_event(
@@ -422,7 +480,7 @@ def test_linear_too_slow_every_time_fails_and_a_later_retry_finds_the_issue_it_m
     channel = linear(secrets, deployed, linear_server.url + "/graphql")
     failure = event(4, State.IN_PROGRESS, State.ERROR)
 
-    with pytest.raises(TransientFailure, match="no answer within"):
+    with pytest.raises(TransientFailure, match=r"no answer from 127\.0\.0\.1:\d+ within"):
         channel.deliver(failure)
     assert channel.deliver(failure) == "opened ENG-1"
 

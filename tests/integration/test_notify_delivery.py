@@ -69,7 +69,7 @@ def channels_config(receiver: WebhookReceiver, linear_server: FakeLinear) -> str
                 "name": "slack",
                 "type": "webhook",
                 "format": "slack",
-                "url": receiver.url + "/slack",
+                "url": "secretsmanager:workset-monitor/test/notify/slack-url",
                 "signing_secret": "ssm:/workset-monitor/test/notify/signing",
                 "filter": failures_and_completions,
                 **FAST,
@@ -79,8 +79,8 @@ def channels_config(receiver: WebhookReceiver, linear_server: FakeLinear) -> str
 
 
 @pytest.fixture
-def deployed(aws: None, stage: str, region: str, channels_config: str) -> Template:
-    """The template deployed with the channels above, and their secrets in SSM."""
+def deployed(aws: None, stage: str, region: str, channels_config: str, receiver: WebhookReceiver) -> Template:
+    """The template deployed with the channels above, and their secrets in SSM and Secrets Manager."""
     template = Template.load(
         ROOT / "template.yaml", parameters={"Stage": stage, "NotifyChannels": channels_config}, region=region
     )
@@ -88,6 +88,9 @@ def deployed(aws: None, stage: str, region: str, channels_config: str) -> Templa
     ssm = boto3.client("ssm", region_name=region)
     ssm.put_parameter(Name="/workset-monitor/test/notify/linear", Value=LINEAR_KEY, Type="SecureString")
     ssm.put_parameter(Name="/workset-monitor/test/notify/signing", Value=SIGNING_SECRET, Type="SecureString")
+    boto3.client("secretsmanager", region_name=region).create_secret(
+        Name="workset-monitor/test/notify/slack-url", SecretString=receiver.url + "/slack"
+    )
     return template
 
 

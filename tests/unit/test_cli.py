@@ -232,7 +232,9 @@ def test_without_an_api_url_it_says_how_to_configure_one(cli: Any, monkeypatch: 
 
 
 def test_list_sends_the_filters_signed_and_shows_a_table(cli: Any, api: FakeApi) -> None:
-    api.answer("GET", "/worksets", (200, {"worksets": [a_workset(cluster="demo-cluster-usw2a")], "next_token": None}))
+    api.answer(
+        "GET", "/worksets", (200, {"worksets": [a_workset(assigned_cluster="demo-cluster-usw2a")], "next_token": None})
+    )
 
     result = cli("list", "--state", "ready", "--priority", "urgent", "--cluster", "demo-cluster-usw2a", "--limit", "5")
 
@@ -243,7 +245,7 @@ def test_list_sends_the_filters_signed_and_shows_a_table(cli: Any, api: FakeApi)
     assert "/us-east-1/execute-api/aws4_request" in request.headers["Authorization"]
     header, row = result.out.splitlines()
     assert header.split() == ["WORKSET", "STATE", "PRIORITY", "ATTEMPT", "SAMPLES", "CLUSTER", "DETAIL", "UPDATED"]
-    assert row.split()[:6] == ["hg002-giab-wgs-30x", "ready", "urgent", "1/3", "2", "demo-cluster-usw2a"]
+    assert row.split()[:7] == ["hg002-giab-wgs-30x", "ready", "urgent", "1/3", "2", "demo-cluster-usw2a", "(assigned)"]
 
 
 def test_list_all_follows_the_next_token_and_answers_one_page(cli: Any, api: FakeApi) -> None:
@@ -777,14 +779,21 @@ def test_the_worksets_table_says_what_goes_on_with_each() -> None:
         a_workset("running", state="in_progress", cluster="c1", progress="pipeline running"),
         a_workset("failed", state="error", error_category="transient", retry_at="2026-12-03T18:46:00Z"),
         a_workset("waiting", assigned_cluster="c2"),
+        a_workset("again", attempt=2, cluster="c1", assigned_cluster="c3"),
+        a_workset("queued", attempt=2, cluster="c1"),
+        a_workset("done", state="complete", cluster="c1"),
     ]
 
     rows = [line.split("  ") for line in worksets_table(worksets, NOW).splitlines()[1:]]
 
+    # the cluster a ready workset is assigned to now, never the one an earlier attempt ran on; else its holder
     assert [[part.strip() for part in row if part.strip()] for row in rows] == [
         ["running", "in_progress", "urgent", "1/3", "2", "c1", "pipeline running", "3m ago"],
         ["failed", "error", "urgent", "1/3", "2", "transient; retry in 1m", "3m ago"],
-        ["waiting", "ready", "urgent", "1/3", "2", "c2", "3m ago"],
+        ["waiting", "ready", "urgent", "1/3", "2", "c2 (assigned)", "3m ago"],
+        ["again", "ready", "urgent", "2/3", "2", "c3 (assigned)", "3m ago"],
+        ["queued", "ready", "urgent", "2/3", "2", "3m ago"],
+        ["done", "complete", "urgent", "1/3", "2", "c1", "3m ago"],
     ]
     assert worksets_table([], NOW) == "no worksets"
 

@@ -426,3 +426,37 @@ def test_an_event_without_a_sequencer_is_never_a_duplicate(valid, registered, no
 
     assert result.outcome is Outcome.RETRIED
     assert result.workset.attempt == 2
+
+
+# --- validated again on request (retry, restore) --------------------------------------------------------------------
+
+
+def test_a_revalidation_asked_through_the_api_keeps_the_sentinel_it_last_saw(valid, registered, now):
+    failed = registered(State.ERROR, error_category=ErrorCategory.VALIDATION, error_reasons=("old",))
+    store = FakeStore(failed)
+
+    result = registrar(store, FakeFolders(**{"ws-1": valid})).revalidate(failed, actor="alice", cause="retry asked")
+
+    assert (result.outcome, result.workset.state, result.workset.attempt) == (Outcome.RETRIED, State.READY, 2)
+    assert (result.workset.sentinel, result.workset.sentinel_sequencer) == ("daylily.ready", SEQUENCER_1)
+    assert store.writes == [("transition", result.workset, "retry asked")]
+
+
+def test_a_still_invalid_folder_of_an_archived_workset_gets_no_error_fields(broken, registered, now):
+    # GIVEN an archived workset that never had a valid work spec
+    archived = registered(State.ARCHIVED)
+    store = FakeStore(archived)
+
+    # WHEN a restore asks for it to be validated again
+    result = registrar(store, FakeFolders(**{"ws-1": broken})).revalidate(archived, actor="alice", cause="restore")
+
+    # THEN it stays archived, without error fields, and the reasons are in the answer and the history
+    assert result.outcome is Outcome.UNCHANGED
+    assert (result.workset.state, result.workset.error_category, result.workset.error_reasons) == (
+        State.ARCHIVED,
+        None,
+        (),
+    )
+    assert "daylily_info.yaml is missing" in result.reasons
+    [(event, _, reason)] = store.writes
+    assert event == "revalidated" and reason.startswith("restore; folder still invalid: ")

@@ -112,6 +112,39 @@ def test_a_full_configuration_is_read_into_typed_channels():
             channels({"name": "p", "type": "webhook", "format": "pagerduty", "url": "https://events.pagerduty.com/x"}),
             "routing_key is required for format pagerduty",
         ),
+        (
+            channels(
+                {"name": "s", "type": "webhook", "format": "slack", "url": "https://hooks.slack.com/services/T/B/X"}
+            ),
+            "channel s: .*a Slack webhook URL is a credential: keep it in Secrets Manager or SSM",
+        ),
+        (
+            channels({"name": "s", "type": "webhook", "format": "slack", "url": "http://127.0.0.1:9/services/T/B/X"}),
+            "channel s: .*a Slack webhook URL is a credential",
+        ),
+        (
+            channels(
+                {
+                    "name": "w",
+                    "type": "webhook",
+                    "url": "https://bot:hunter2@h.example.org/x",
+                    "signing_secret": "ssm:/k",
+                }
+            ),
+            "channel w: url: .*a URL with a user name, a password or a query string holds credentials",
+        ),
+        (
+            channels(
+                {"name": "w", "type": "webhook", "url": "https://h.example.org/x?token=abc", "signing_secret": "ssm:/k"}
+            ),
+            "channel w: url: .*holds credentials: keep it in Secrets Manager or SSM and give url as secretsmanager:",
+        ),
+        (
+            channels(
+                {"name": "l", "type": "linear", "team_id": "t", "api_key": "ssm:/k", "url": "https://x.example/g?key=1"}
+            ),
+            "channel l: url: .*holds credentials",
+        ),
     ],
     ids=[
         "not-json",
@@ -126,6 +159,11 @@ def test_a_full_configuration_is_read_into_typed_channels():
         "plain-http-elsewhere",
         "unsigned-json-webhook",
         "pagerduty-without-routing-key",
+        "slack-url-in-plaintext",
+        "slack-url-in-plaintext-even-locally",
+        "url-with-userinfo",
+        "url-with-a-query",
+        "linear-url-with-a-query",
     ],
 )
 def test_a_bad_configuration_is_refused_with_a_clear_reason(text, expected):

@@ -38,6 +38,10 @@ class FolderNotFound(WorksetError):
         self.folder = folder
 
 
+class InvalidRequest(WorksetError):
+    """A request the API can read but not answer as asked; the message says why and what to ask instead."""
+
+
 class NotAWorksetFolder(WorksetError):
     """A request named a place that cannot be a workset folder (another bucket, outside the prefix, nested)."""
 

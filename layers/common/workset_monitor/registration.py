@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from .bucket import FolderSnapshot
 from .errors import TransitionRefused, WorksetExists
-from .layout import SAMPLE_SHEET, SENTINEL_IGNORE, WORK_FILE, FolderReport, SentinelKey, validate_folder
+from .layout import SAMPLE_SHEET, SENTINEL_IGNORE, SENTINEL_READY, WORK_FILE, FolderReport, SentinelKey, validate_folder
 from .models import DEFAULT_MAX_ATTEMPTS, ErrorCategory, Priority, State, Workset, utcnow
 from .observability import logger
 from .states import allowed_next
@@ -33,6 +34,8 @@ class Outcome(StrEnum):
 class Registration:
     outcome: Outcome
     workset: Workset
+    reasons: tuple[str, ...] = ()
+    """Why the folder is not a valid workset, when a validation found it so."""
 
 
 class Registrar:
@@ -92,46 +95,72 @@ class Registrar:
 
     def _retry(self, existing: Workset, sentinel: SentinelKey, sequencer: str | None, now: datetime) -> Registration:
         """A fresh ready sentinel in the folder of a failed workset asks for a new attempt, after a new validation."""
-        fresh = self._new_workset(sentinel, sequencer, now)
+        try:
+            return self.revalidate(
+                existing,
+                actor=ACTOR,
+                cause=f"fresh {sentinel.sentinel} dropped",
+                sentinel=sentinel,
+                changes={"sentinel": sentinel.sentinel, "sentinel_sequencer": sequencer},
+                now=now,
+            )
+        except TransitionRefused:
+            return Registration(Outcome.UNCHANGED, existing)
+
+    def revalidate(
+        self,
+        existing: Workset,
+        *,
+        actor: str,
+        cause: str,
+        sentinel: SentinelKey | None = None,
+        changes: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Registration:
+        """Validate a workset's folder again and, if it is valid now, start a new attempt: `ready`, with the work the
+        folder holds today (Outcome.RETRIED). Still invalid: no new attempt, but a `revalidated` history entry says
+        why (`cause`) with today's reasons, which also become the workset's own while it is in `error`
+        (Outcome.UNCHANGED). A fresh `daylily.ready` and a retry or restore through the API both come here.
+
+        The folder validated is the `sentinel`'s, else the workset's own. `changes` are written with either outcome
+        (the sentinel event that asked, on the sentinel path). Raises TransitionRefused when the state table does not
+        allow `existing` to go back to `ready`.
+        """
+        now = now or utcnow()
+        asked = sentinel or SentinelKey(workset_id=existing.workset_id, folder=existing.folder, sentinel=SENTINEL_READY)
+        fresh = self._new_workset(asked, None, now)
+
         if fresh.state is State.ERROR:
             # Still invalid: no new attempt, but the reasons now are today's, and the history says a retry was asked.
+            todays = {"error_reasons": fresh.error_reasons, "error_category": fresh.error_category}
             workset = self.store.record(
                 existing,
-                {
-                    "error_reasons": fresh.error_reasons,
-                    "error_category": fresh.error_category,
-                    "sentinel": sentinel.sentinel,
-                    "sentinel_sequencer": sequencer,
-                },
+                {**(todays if existing.state is State.ERROR else {}), **(changes or {})},
                 event="revalidated",
-                actor=ACTOR,
-                reason=f"fresh {sentinel.sentinel} dropped; folder still invalid: " + "; ".join(fresh.error_reasons),
+                actor=actor,
+                reason=f"{cause}; folder still invalid: " + "; ".join(fresh.error_reasons),
                 now=now,
             )
             logger.warning(
                 "retry refused, folder still invalid", workset_id=workset.workset_id, reasons=fresh.error_reasons
             )
-            return Registration(Outcome.UNCHANGED, workset)
+            return Registration(Outcome.UNCHANGED, workset, fresh.error_reasons)
 
-        try:
-            workset = self.store.transition(
-                existing,
-                State.READY,
-                actor=ACTOR,
-                reason=f"fresh {sentinel.sentinel} dropped",
-                changes={
-                    "attempt": existing.attempt + 1,
-                    "work": fresh.work,
-                    "priority": fresh.priority,
-                    "max_attempts": fresh.max_attempts,
-                    "sample_count": fresh.sample_count,
-                    "sentinel": sentinel.sentinel,
-                    "sentinel_sequencer": sequencer,
-                },
-                now=now,
-            )
-        except TransitionRefused:
-            return Registration(Outcome.UNCHANGED, existing)
+        workset = self.store.transition(
+            existing,
+            State.READY,
+            actor=actor,
+            reason=cause,
+            changes={
+                "attempt": existing.attempt + 1,
+                "work": fresh.work,
+                "priority": fresh.priority,
+                "max_attempts": fresh.max_attempts,
+                "sample_count": fresh.sample_count,
+                **(changes or {}),
+            },
+            now=now,
+        )
         logger.info("workset retried", workset_id=workset.workset_id, attempt=workset.attempt)
         return Registration(Outcome.RETRIED, workset)
 

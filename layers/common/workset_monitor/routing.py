@@ -118,6 +118,11 @@ class WebhookChannelConfig(_HttpChannel):
 
     @model_validator(mode="after")
     def _format_has_what_it_needs(self) -> WebhookChannelConfig:
+        if self.format == "slack" and not _is_reference(self.url):
+            raise ValueError(
+                "a Slack webhook URL is a credential: keep it in Secrets Manager or SSM and give url as "
+                "secretsmanager:<secret name> or ssm:/<parameter name>"
+            )
         if self.format == "json" and self.signing_secret is None:
             raise ValueError("a json webhook needs a signing_secret, so its receiver can verify what it gets")
         if (self.format == "pagerduty") != (self.routing_key is not None):
@@ -182,7 +187,13 @@ def _secret_reference(value: str) -> str:
 
 
 def _endpoint(value: str) -> str:
+    """A URL written in the configuration: https (plain http only to this machine), and holding no credential."""
     parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None or parts.query:
+        raise ValueError(
+            "a URL with a user name, a password or a query string holds credentials: keep it in Secrets Manager or "
+            "SSM and give url as secretsmanager:<secret name> or ssm:/<parameter name>"
+        )
     if parts.scheme == "https" and parts.hostname:
         return value
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:

@@ -28,6 +28,7 @@ class Settings(BaseModel):
     )
     idempotency_table: str | None = Field(default=None, description="IDEMPOTENCY_TABLE: the notify function's")
     allowed_origins: tuple[str, ...] = Field(default=(), description="ALLOWED_ORIGINS, comma-separated (CORS)")
+    region: str | None = Field(default=None, description="AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION")
 
     @field_validator("prefix")
     @classmethod
@@ -53,6 +54,7 @@ class Settings(BaseModel):
             "notify_secrets_prefix": env.get("NOTIFY_SECRETS_PREFIX", ""),
             "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,
             "allowed_origins": tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()),
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         }
         try:
             return cls.model_validate(values)

@@ -7,7 +7,7 @@ One table holds three kinds of item, told apart by their sort key:
 | workset  | `WORKSET#<id>`      | `WORKSET`            |
 | history  | `WORKSET#<id>`      | `HISTORY#<version>`  |
 | cluster  | `CLUSTER#<name>`    | `CLUSTER`            |
-| tick     | `SCHEDULER`         | `TICK`, `TICK#<slot>`|
+| tick     | `SCHEDULER`         | `TICK`, `TICK#<time>#<suffix>` |
 | counters | `STATS`             | `SHARD#<n>`          |
 
 Every write of a workset is conditional on the version it was read at, and bumps it, so no two writers can both
@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -46,6 +47,7 @@ from .errors import (
     ClusterNotFound,
     ClusterRetired,
     ConcurrentUpdate,
+    InvalidRequest,
     LeaseLost,
     TransitionRefused,
     WorksetError,
@@ -76,16 +78,27 @@ WORKSET_SK = "WORKSET"
 CLUSTER_SK = "CLUSTER"
 SCHEDULER_PK = "SCHEDULER"
 TICK_SK = "TICK"
-TICK_SLOTS = 10
-"""Recent ticks are kept in a ring of this many items (one per minute), so they never pile up."""
+RECENT_TICKS = timedelta(minutes=10)
+"""How long a tick that decided something stays among the recent ones; its item expires by TTL after that."""
+EXPIRES_AT = "expires_at_epoch"
+"""The table's TTL attribute (unix seconds); items without it never expire."""
 STATS_PK = "STATS"
 COUNTER_SHARDS = 16
 HISTORY_PREFIX = "HISTORY#"
+CLUSTER_HELD_STATES = frozenset({State.READY, State.LOCKED, State.IN_PROGRESS})
+"""The states of the worksets the by-cluster index holds (`Workset.active_cluster`): assigned while ready, or held."""
 BY_STATE = "by-state"
 BY_CLUSTER = "by-cluster"
 BY_ENTITY = "by-entity"
 BY_RETRY = "by-retry"
 RETRY_QUEUE = "retry"
+
+MAX_PARTITION_KEY_BYTES = 2048
+"""DynamoDB's limit on a partition key value (UTF-8 bytes), in the table and its indexes."""
+MAX_SORT_KEY_BYTES = 1024
+"""DynamoDB's limit on a sort key value (UTF-8 bytes)."""
+SORT_KEYS = frozenset({"sk", "queue_key", "created_key", "retry_key"})
+"""The sort keys of the table and its indexes (template.yaml)."""
 
 MAX_HISTORY_REASON_CHARS = 30_000
 """A history entry's reason (a whole folder's problems, an agent's log tail) stays far below the 400 KB item limit."""
@@ -113,7 +126,7 @@ class WorksetStore:
 
     def get(self, workset_id: str, *, consistent: bool = True) -> Workset:
         response = self.client.get_item(
-            TableName=self.table_name, Key=_key(_workset_pk(workset_id), WORKSET_SK), ConsistentRead=consistent
+            TableName=self.table_name, Key=_key(_known_workset_pk(workset_id), WORKSET_SK), ConsistentRead=consistent
         )
         if "Item" not in response:
             raise WorksetNotFound(workset_id)
@@ -128,7 +141,7 @@ class WorksetStore:
         response = self.client.query(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}},
+            ExpressionAttributeValues={":pk": {"S": _known_workset_pk(workset_id)}},
             ScanIndexForward=False,
             Limit=limit + 1,
             ConsistentRead=True,
@@ -149,12 +162,13 @@ class WorksetStore:
         self, workset_id: str, *, limit: int = 100, page_token: str | None = None
     ) -> tuple[list[HistoryEntry], str | None]:
         """One page of a workset's history, oldest first."""
+        pk = _known_workset_pk(workset_id)
         response = self.client.query(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :history)",
-            ExpressionAttributeValues={":pk": {"S": _workset_pk(workset_id)}, ":history": {"S": HISTORY_PREFIX}},
+            ExpressionAttributeValues={":pk": {"S": pk}, ":history": {"S": HISTORY_PREFIX}},
             Limit=limit,
-            **_start(page_token, f"history:{workset_id}", ("pk", "sk")),
+            **_start(page_token, f"history:{workset_id}", equal={"pk": pk}, prefixed={"sk": HISTORY_PREFIX}),
         )
         entries = [HistoryEntry.model_validate(_plain(item)) for item in response["Items"]]
         return entries, _token(response, f"history:{workset_id}")
@@ -181,8 +195,17 @@ class WorksetStore:
         oldest first; each narrowed by the other filters.
 
         A filter the chosen index does not key on is applied after the read, so a page may hold fewer than `limit`
-        worksets and still have a next one.
+        worksets and still have a next one. The cluster's index holds only the worksets a cluster holds now, so
+        `cluster` with a state no such workset is in (complete, error, ...) is refused with InvalidRequest rather
+        than answered empty.
         """
+        if cluster is not None and state is not None and state not in CLUSTER_HELD_STATES:
+            held = ", ".join(sorted(CLUSTER_HELD_STATES))
+            raise InvalidRequest(
+                f"cluster lists the worksets a cluster holds now ({held}); a {state} workset holds none: "
+                f"ask for state={state} without cluster"
+            )
+
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         filters: list[str] = []
@@ -198,9 +221,11 @@ class WorksetStore:
         if state is not None and attribute != "state":
             filters.append("#state = :state")
             names["#state"], values[":state"] = "state", {"S": state.value}
+        sort_prefix = ""
         if priority is not None and sort_key == "queue_key":
-            key_condition += " AND begins_with(queue_key, :rank)"  # the queue key starts with the priority's rank
-            values[":rank"] = {"S": f"{priority.rank}#"}
+            sort_prefix = f"{priority.rank}#"  # the queue key starts with the priority's rank
+            key_condition += " AND begins_with(queue_key, :rank)"
+            values[":rank"] = {"S": sort_prefix}
         elif priority is not None:
             filters.append("priority = :priority")
             values[":priority"] = {"S": priority.value}
@@ -213,7 +238,12 @@ class WorksetStore:
             "ExpressionAttributeNames": {"#attribute": attribute, **names},
             "ExpressionAttributeValues": {":value": {"S": value}, **values},
             "Limit": limit,
-            **_start(page_token, scope, ("pk", "sk", attribute, sort_key)),
+            **_start(
+                page_token,
+                scope,
+                equal={attribute: value, "sk": WORKSET_SK},
+                prefixed={"pk": "WORKSET#", sort_key: sort_prefix},
+            ),
         }
         if filters:
             query["FilterExpression"] = " AND ".join(filters)
@@ -244,7 +274,7 @@ class WorksetStore:
         """Every counter of worksets, summed over its shards, in one query: `state:<state>`,
         `ready:<priority>` and `ready:assigned`. Its cost does not grow with the number of worksets."""
         totals: dict[str, int] = {}
-        for page in self._table_pages(
+        for page in self._pages(
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": STATS_PK}}, ConsistentRead=True
         ):
             for item in page["Items"]:
@@ -264,8 +294,8 @@ class WorksetStore:
 
     def states_of(self, workset_ids: Iterable[str]) -> dict[str, State | None]:
         """The current state of each named workset (None: not registered), by key, 100 to a BatchGetItem."""
-        wanted = sorted(set(workset_ids))
-        states: dict[str, State | None] = dict.fromkeys(wanted)
+        states: dict[str, State | None] = dict.fromkeys(sorted(set(workset_ids)))
+        wanted = [workset_id for workset_id in states if _fits_a_key(_workset_pk(workset_id))]
         for start in range(0, len(wanted), 100):
             request: dict[str, Any] = {
                 self.table_name: {
@@ -403,7 +433,7 @@ class WorksetStore:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(_workset_pk(workset_id), WORKSET_SK),
+                Key=_key(_known_workset_pk(workset_id), WORKSET_SK),
                 UpdateExpression=update,
                 ConditionExpression="#lease.#token = :token AND #state IN (:locked, :in_progress)",
                 ExpressionAttributeNames={
@@ -472,26 +502,54 @@ class WorksetStore:
     # --- clusters --------------------------------------------------------------------------------------------------
 
     def put_cluster(self, cluster: Cluster) -> Cluster:
-        """Register a cluster or overwrite its registration, keeping the load counted on it (`active_worksets`,
-        `active_vcpus`), which only the writes of its worksets change."""
-        fields = {"entity": "cluster", "created_key": cluster.name, **cluster.model_dump(mode="json")}
-        names = {f"#f{index}": name for index, name in enumerate(fields)}
-        kept = [alias for alias, name in names.items() if fields[name] is not None]
-        dropped = [alias for alias, name in names.items() if fields[name] is None]
-        update = "SET " + ", ".join(f"{alias} = :v{alias[2:]}" for alias in kept)
-        if dropped:
-            update += " REMOVE " + ", ".join(dropped)
-        self.client.update_item(
-            TableName=self.table_name,
-            Key=_key(f"CLUSTER#{cluster.name}", CLUSTER_SK),
-            UpdateExpression=update,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=_typed({f":v{alias[2:]}": fields[names[alias]] for alias in kept}),
-        )
+        """Register a cluster or overwrite its registration with every field of `cluster`, keeping the load counted
+        on it (`active_worksets`, `active_vcpus`), which only the writes of its worksets change."""
+        self._update_cluster(cluster.name, cluster.model_dump(mode="json"), defaults={})
         return cluster
 
+    def register_cluster(
+        self, name: str, changes: Mapping[str, Any], *, defaults: Mapping[str, Any], at: datetime
+    ) -> Cluster:
+        """Register a cluster, or register it again, in one update: it becomes `active`, heartbeated `at`.
+
+        The fields in `changes` are written (None removes one); the others keep what is stored, or take `defaults`
+        on a new cluster. `registered_at` is kept, or `at` for a new cluster; the load counters are untouched.
+        """
+        fields = {**changes, "status": ClusterStatus.ACTIVE.value, "last_heartbeat_at": _json_time(at)}
+        return self._update_cluster(name, fields, defaults={**defaults, "registered_at": _json_time(at)})
+
+    def _update_cluster(self, name: str, fields: Mapping[str, Any], *, defaults: Mapping[str, Any]) -> Cluster:
+        """Write `fields` of a cluster (None removes one), and `defaults` where it holds no value yet; the cluster as
+        it is after the write."""
+        written = {"entity": "cluster", "created_key": name, "name": name, **fields}
+        kept = {field: value for field, value in defaults.items() if field not in written and value is not None}
+
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        assignments: list[str] = []
+        removed: list[str] = []
+        for index, (field, value) in enumerate([*written.items(), *kept.items()]):
+            names[f"#f{index}"] = field
+            if value is None:
+                removed.append(f"#f{index}")
+                continue
+            values[f":v{index}"] = value
+            given = f":v{index}" if field in written else f"if_not_exists(#f{index}, :v{index})"
+            assignments.append(f"#f{index} = {given}")
+        update = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removed) if removed else "")
+
+        response = self.client.update_item(
+            TableName=self.table_name,
+            Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+            UpdateExpression=update,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_typed(values),
+            ReturnValues="ALL_NEW",
+        )
+        return Cluster.model_validate(_plain(response["Attributes"]))
+
     def get_cluster(self, name: str) -> Cluster:
-        response = self.client.get_item(TableName=self.table_name, Key=_key(f"CLUSTER#{name}", CLUSTER_SK))
+        response = self.client.get_item(TableName=self.table_name, Key=_key(_known_cluster_pk(name), CLUSTER_SK))
         if "entity" not in response.get("Item", {}):  # a claim on an unregistered cluster leaves only its counters
             raise ClusterNotFound(name)
         return Cluster.model_validate(_plain(response["Item"]))
@@ -514,7 +572,7 @@ class WorksetStore:
     def touch_cluster(self, name: str, *, at: datetime, status: ClusterStatus | None = None) -> Cluster:
         """Renew a registered cluster's heartbeat, and its status if given, in one conditional write.
 
-        A retired cluster stays retired: its agent must register it again.
+        A retired cluster stays retired (ClusterRetired) until it is registered again (`register_cluster`).
         """
         update = "SET last_heartbeat_at = :at" + (", #status = :status" if status is not None else "")
         values: dict[str, Any] = {":at": _json_time(at), ":retired": ClusterStatus.RETIRED.value}
@@ -523,7 +581,7 @@ class WorksetStore:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+                Key=_key(_known_cluster_pk(name), CLUSTER_SK),
                 UpdateExpression=update,
                 ConditionExpression="attribute_exists(#entity) AND #status <> :retired",
                 ExpressionAttributeNames={"#status": "status", "#entity": "entity"},
@@ -545,7 +603,7 @@ class WorksetStore:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(f"CLUSTER#{name}", CLUSTER_SK),
+                Key=_key(_known_cluster_pk(name), CLUSTER_SK),
                 UpdateExpression="SET #status = :retired",
                 ConditionExpression="attribute_exists(#entity)",
                 ExpressionAttributeNames={"#status": "status", "#entity": "entity"},
@@ -561,23 +619,47 @@ class WorksetStore:
     # --- the scheduler's last tick ---------------------------------------------------------------------------------
 
     def put_tick(self, summary: Mapping[str, Any], *, at: datetime) -> None:
-        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick), and a copy in the
-        ring of recent ticks (slot by minute, so the ring holds the last `TICK_SLOTS` minutes' ticks)."""
-        slot = int(at.timestamp() // 60) % TICK_SLOTS
-        for sk in (TICK_SK, f"{TICK_SK}#{slot}"):
-            self.client.put_item(TableName=self.table_name, Item=_typed({"pk": SCHEDULER_PK, "sk": sk, **summary}))
+        """Keep the summary of the scheduler's latest tick (one item, overwritten by each tick) and, when the tick
+        decided something (assigned or left waiting), a copy of its own among the recent ticks, keyed by its time
+        and a random suffix (two ticks at one instant, EventBridge's repeats, keep both), expiring after
+        `RECENT_TICKS`."""
+        self.client.put_item(TableName=self.table_name, Item=_typed({"pk": SCHEDULER_PK, "sk": TICK_SK, **summary}))
+        if not (summary.get("assignments") or summary.get("waits")):
+            return
 
-    def recent_ticks(self) -> list[dict[str, Any]]:
-        """The summaries of the recent ticks, newest first, in one query."""
-        ticks = [
-            {name: value for name, value in _plain(item).items() if name not in ("pk", "sk")}
-            for page in self._table_pages(
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :ring)",
-                ExpressionAttributeValues={":pk": {"S": SCHEDULER_PK}, ":ring": {"S": f"{TICK_SK}#"}},
-            )
-            for item in page["Items"]
+        recent = {
+            "pk": SCHEDULER_PK,
+            "sk": f"{TICK_SK}#{sortable(at)}#{uuid.uuid4().hex[:8]}",
+            EXPIRES_AT: int((at + RECENT_TICKS).timestamp()),
+            **summary,
+        }
+        self.client.put_item(TableName=self.table_name, Item=_typed(recent))
+
+    def recent_ticks(self, *, limit: int, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The summaries of the ticks of the last `RECENT_TICKS` that decided something, newest first: at most
+        `limit` of them (each holds one decision or more), in one query of one page.
+
+        Limitations:
+            one page is at most 1 MB of summaries; a tick's summary holds at most 100 decisions, so a page holds far
+            more decisions than the API shows. The key range leaves out the ring slots of earlier versions
+            (`TICK#0` to `TICK#9`) and summaries past their time that TTL has not deleted yet.
+        """
+        now = now or utcnow()
+        response = self.client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :since AND :until",
+            ExpressionAttributeValues={
+                ":pk": {"S": SCHEDULER_PK},
+                ":since": {"S": f"{TICK_SK}#{sortable(now - RECENT_TICKS)}"},
+                ":until": {"S": f"{TICK_SK}#{sortable(now)}#\uffff"},
+            },
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [
+            {name: value for name, value in _plain(item).items() if name not in ("pk", "sk", EXPIRES_AT)}
+            for item in response["Items"]
         ]
-        return sorted(ticks, key=lambda tick: str(tick.get("at", "")), reverse=True)
 
     def last_tick(self) -> dict[str, Any] | None:
         response = self.client.get_item(TableName=self.table_name, Key=_key(SCHEDULER_PK, TICK_SK))
@@ -598,18 +680,8 @@ class WorksetStore:
             for item in page["Items"]:
                 yield _plain(item)
 
-    def _table_pages(self, **query: Any) -> Iterator[Any]:
-        """Every page of a query on the table's own key."""
-        start: dict[str, Any] = {}
-        while True:
-            page = self.client.query(TableName=self.table_name, **query, **start)
-            yield page
-            if "LastEvaluatedKey" not in page:
-                return
-            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
-
     def _pages(self, **query: Any) -> Iterator[Any]:
-        """Every page of a query on the table, following LastEvaluatedKey."""
+        """Every page of a query on the table or one of its indexes, following LastEvaluatedKey."""
         start: dict[str, Any] = {}
         while True:
             page = self.client.query(TableName=self.table_name, **query, **start)
@@ -838,6 +910,30 @@ def _workset_pk(workset_id: str) -> str:
     return f"WORKSET#{workset_id}"
 
 
+def _fits_a_key(value: str, attribute: str = "pk") -> bool:
+    """Whether DynamoDB takes `value` as the key `attribute`: at most 2,048 bytes of UTF-8 for a partition key, 1,024
+    for a sort key (of the table or an index)."""
+    limit = MAX_SORT_KEY_BYTES if attribute in SORT_KEYS else MAX_PARTITION_KEY_BYTES
+    return len(value.encode("utf-8")) <= limit
+
+
+def _known_workset_pk(workset_id: str) -> str:
+    """The partition key of a workset to look up; WorksetNotFound for an id too long to be a key, which no
+    workset can have (DynamoDB would refuse the request with a ValidationException)."""
+    pk = _workset_pk(workset_id)
+    if not _fits_a_key(pk):
+        raise WorksetNotFound(workset_id[:100] + "...")
+    return pk
+
+
+def _known_cluster_pk(name: str) -> str:
+    """The partition key of a cluster to look up; ClusterNotFound for a name too long to be a key."""
+    pk = f"CLUSTER#{name}"
+    if not _fits_a_key(pk):
+        raise ClusterNotFound(name[:100] + "...")
+    return pk
+
+
 def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
 
@@ -902,9 +998,16 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
-def _start(page_token: str | None, scope: str, attributes: tuple[str, ...]) -> dict[str, Any]:
-    """The start key a page token carries, if the token is one this query gave out: a token names its query (the
-    index and the value it reads), and its key has exactly that index's attributes, all strings."""
+def _start(
+    page_token: str | None, scope: str, *, equal: Mapping[str, str], prefixed: Mapping[str, str]
+) -> dict[str, Any]:
+    """The start key a page token carries, if the token is one this query gave out.
+
+    A token names its query (the index and the value it reads), and its key has exactly the key attributes of that
+    query, all strings that fit a key: each of `equal` with that value (the query's partition) and each of
+    `prefixed` starting with that prefix (the range of sort keys it reads). DynamoDB refuses a start key outside the
+    query with a ValidationException, so a tampered token must not reach it.
+    """
     if not page_token:
         return {}
     try:
@@ -915,9 +1018,13 @@ def _start(page_token: str | None, scope: str, attributes: tuple[str, ...]) -> d
     if not isinstance(token, dict):
         raise InvalidPageToken()
     key = token.get("key")
-    if token.get("scope") != scope or not isinstance(key, dict) or set(key) != set(attributes):
+    if token.get("scope") != scope or not isinstance(key, dict) or set(key) != {*equal, *prefixed}:
         raise InvalidPageToken()
-    if not all(isinstance(value, str) and 0 < len(value) <= 2048 for value in key.values()):
+    if not all(isinstance(value, str) and value and _fits_a_key(value, name) for name, value in key.items()):
+        raise InvalidPageToken()
+    if any(key[name] != value for name, value in equal.items()):
+        raise InvalidPageToken()
+    if any(not key[name].startswith(prefix) for name, prefix in prefixed.items()):
         raise InvalidPageToken()
     return {"ExclusiveStartKey": {name: {"S": value} for name, value in key.items()}}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -121,7 +122,13 @@ def with_retries(
 def post(
     session: requests.Session, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float
 ) -> requests.Response:
-    """One POST; connection failures and timeouts become TransientFailure. Redirects are not followed."""
+    """One POST; connection failures and timeouts become TransientFailure. Redirects are not followed.
+
+    A failure names the host and the kind of failure only, never the URL: requests and urllib3 write the URL, path
+    and query included, into their messages, and a URL can be a credential (a Slack webhook's is). The exception is
+    not chained for the same reason.
+    """
+    where = _host(url)
     try:
         return session.post(
             url,
@@ -130,12 +137,12 @@ def post(
             timeout=(timeout, timeout),
             allow_redirects=False,
         )
-    except requests.Timeout as exc:
-        raise TransientFailure(f"no answer within {timeout:.1f} s") from exc
+    except requests.Timeout:
+        raise TransientFailure(f"no answer from {where} within {timeout:.1f} s") from None
     except requests.ConnectionError as exc:
-        raise TransientFailure(f"cannot connect: {_first_line(exc)}") from exc
+        raise TransientFailure(f"cannot connect to {where} ({_failure_kind(exc)})") from None
     except requests.RequestException as exc:
-        raise PermanentFailure(f"request not sent: {_first_line(exc)}") from exc
+        raise PermanentFailure(f"request to {where} not sent ({_failure_kind(exc)})") from None
 
 
 def check_status(response: requests.Response) -> None:
@@ -170,5 +177,21 @@ def _backoff(policy: RetryPolicy, number: int) -> float:
     return float(step / 2 + random.uniform(0, step / 2))
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+def _host(url: str) -> str:
+    """The host (and port) of a URL, which is all a message may say of it."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is no number
+        return "an unnamed host"
+    if not host:
+        return "an unnamed host"
+    return f"{host}:{port}" if port else host
+
+
+def _failure_kind(exc: requests.RequestException) -> str:
+    """What failed, by the name of its innermost cause (NewConnectionError, NameResolutionError, SSLError, ...):
+    urllib3 wraps the cause in a MaxRetryError whose `reason` it is."""
+    cause = exc.args[0] if exc.args else None
+    cause = getattr(cause, "reason", cause)
+    return type(cause).__name__ if isinstance(cause, BaseException) else type(exc).__name__
