@@ -203,6 +203,15 @@ class ApiClient:
         answer: dict[str, Any] = self.request("GET", _workset_path(workset_id))
         return answer
 
+    def find_workset(self, workset_id: str) -> dict[str, Any] | None:
+        """The workset, or None while it is not registered (404)."""
+        try:
+            return self.get_workset(workset_id)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def claim(self, workset_id: str, owner: str, cluster: str) -> dict[str, Any]:
         """Take the workset's lease. Limitations: a 409 after a retry may be this claim's own earlier success; the
         agent reconciles it (the lease's owner is its own)."""

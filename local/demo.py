@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import boto3
 
-from agent.client import ApiClient, ApiError
+from agent.client import ApiClient
+from agent.runbook import group_alive
 from local.receivers import FakeLinear, WebhookReceiver
 from workset_cli.dashboard import ViewerCredentials, dashboard_url
 
@@ -250,7 +251,7 @@ def cancel_mid_run(api: ApiClient, workset_id: str) -> StoppedRun:
 
     api.act(workset_id, "cancel", actor="demo", reason="canceled mid-run by the demo")
     canceled_at = time.monotonic()
-    wait_for(lambda: None if _group_alive(run["pgid"]) else True, f"the run of {workset_id} to stop", seconds=30)
+    wait_for(lambda: None if group_alive(run["pgid"]) else True, f"the run of {workset_id} to stop", seconds=30)
     gone_after = time.monotonic() - canceled_at
 
     workset = wait_for(partial(finished, api, workset_id), f"{workset_id} to settle")
@@ -260,16 +261,6 @@ def cancel_mid_run(api: ApiClient, workset_id: str) -> StoppedRun:
 def _running(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
     workset = api.get_workset(workset_id)
     return workset if workset["state"] == "in_progress" and workset.get("progress") == "pipeline running" else None
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def started_runs() -> list[dict[str, Any]]:
@@ -645,12 +636,7 @@ def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:
 
 
 def find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
-    try:
-        return api.get_workset(workset_id)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return api.find_workset(workset_id)
 
 
 def finished(api: ApiClient, workset_id: str) -> dict[str, Any] | None:

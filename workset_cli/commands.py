@@ -147,7 +147,7 @@ def submit_folder(args: Namespace, ctx: Context) -> int:
     settings = ctx.settings
     if not settings.bucket:
         raise CommandFailed("no bucket: pass --bucket or set WORKSET_BUCKET (the stack's WorksetBucket)", exit_code=2)
-    before = _find(ctx.api, workset_id)
+    before = ctx.api.find_workset(workset_id)
     if before is not None and before["state"] != "error":
         action = NEW_ATTEMPT_ACTIONS.get(before["state"])
         hint = f"; `workset {action} {shlex.quote(workset_id)}` gives it one" if action else ""
@@ -315,22 +315,13 @@ def _pages(fetch: Callable[[str | None], dict[str, Any]], key: str, *, every: bo
     return {key: items, "next_token": None}
 
 
-def _find(api: ApiClient, workset_id: str) -> dict[str, Any] | None:
-    try:
-        return api.get_workset(workset_id)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 def _wait_for_registration(
     ctx: Context, workset_id: str, before: dict[str, Any] | None, timeout: float
 ) -> dict[str, Any]:
     """The workset once the register function has handled the sentinel: registered, or changed since `before`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workset = _find(ctx.api, workset_id)
+        workset = ctx.api.find_workset(workset_id)
         if workset is not None and (before is None or workset.get("version") != before.get("version")):
             return workset
         ctx.pause(REGISTRATION_POLL_SECONDS)
