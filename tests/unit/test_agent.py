@@ -308,7 +308,7 @@ def test_a_signal_during_a_run_stops_its_process_group_and_reports_a_transient_e
         agent.run_forever()
 
     assert (stopped.value.workset_id, stopped.value.exit_code) == ("ws-1", exit_code)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 25  # well before the run's 30 s: the agent did not wait for it to end
     # the run's bash and its child are gone, not re-parented and running on
     running = pids(work_root)
     assert wait_for(lambda: not any(alive(pid) for pid in running.values())), running
@@ -436,7 +436,7 @@ def test_when_the_api_stays_unreachable_the_agent_gives_up_on_the_report_and_exi
     code = cli.main(cli_args(script("exit 0"), work_root))
 
     assert code == 1
-    assert 0.3 <= time.monotonic() - started < 5
+    assert 0.3 <= time.monotonic() - started < 60  # retried for report_retry_seconds, not for the default 2 minutes
     assert "its lease will expire and the scheduler will retry the workset" in caplog.text
     assert "Traceback" not in capsys.readouterr().err
 
