@@ -152,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--stay", action="store_true", help="keep the local stack up after the demo, until Ctrl-C")
     args = parser.parse_args(argv)
+    # SIGTERM ends the demo as Ctrl-C does: the agents and the stack it started are stopped on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
 
     with (
         DemoChannels() as channels,
         local_stack(parameters={"RetryBaseSeconds": str(RETRY_BASE_SECONDS), **channels.parameters()}) as stack,
+        running_agents() as agents,  # stopped first, while the stack still answers them
     ):
         _say(f"local stack up: emulator {stack.emulator_url}, API {stack.api_url} (log: .local/demo-stack.log)")
         channels.store_secrets(stack)
@@ -174,17 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         _say("two agents, two clusters: the scheduler gives each workset to the cheapest cluster with room")
         RUNS_FILE.unlink(missing_ok=True)
         slow = {"FAKE_DYR_SLOW_WORKSETS": CANCELED, "FAKE_DYR_RUNS_FILE": str(RUNS_FILE)}
-        agents = {
-            SECOND_CLUSTER: start_agent(
-                stack,
-                SECOND_CLUSTER,
-                fail_first_attempt_of=RETRIED,
-                max_worksets=1,
-                cost_per_vcpu_hour=0.03,
-                environment=slow,
-            ),
-            CLUSTER: start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED, environment=slow),
-        }
+        agents[SECOND_CLUSTER] = start_agent(
+            stack,
+            SECOND_CLUSTER,
+            fail_first_attempt_of=RETRIED,
+            max_worksets=1,
+            cost_per_vcpu_hour=0.03,
+            environment=slow,
+        )
+        agents[CLUSTER] = start_agent(stack, CLUSTER, fail_first_attempt_of=RETRIED, environment=slow)
         stopped = cancel_mid_run(api, CANCELED)
         outcomes = {name: wait_for(partial(finished, api, name), f"{name} to finish") for name in (VALID, RETRIED)}
         agent_outputs = {cluster: _stop(agent) for cluster, agent in agents.items()}
@@ -301,15 +302,42 @@ def stay(stack: Stack) -> None:
     """Keep the stack up until Ctrl-C, saying how to reach it."""
     print()
     _say(f"the stack stays up until Ctrl-C: API {stack.api_url}, emulator {stack.emulator_url}")
-    _say(
-        f"  e.g. WORKSET_API_URL={stack.api_url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
-        f"AWS_REGION={stack.region} .venv/bin/workset list"
+    # S3 and STS (for `workset dashboard`, which trades long-term keys for temporary ones) are the emulator's.
+    environment = (
+        f"WORKSET_API_URL={stack.api_url} WORKSET_BUCKET={stack.bucket} AWS_ACCESS_KEY_ID=testing "
+        f"AWS_SECRET_ACCESS_KEY=testing AWS_REGION={stack.region} AWS_ENDPOINT_URL_S3={stack.emulator_url} "
+        f"AWS_ENDPOINT_URL_STS={stack.emulator_url}"
     )
+    _say(f"in another terminal: export {environment}")
+    _say("  then e.g. .venv/bin/workset list, .venv/bin/workset show hg002-giab-wgs-30x, .venv/bin/workset dashboard")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         _say("stopping the stack")
+
+
+@contextmanager
+def running_agents() -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """The agents the demo starts, by cluster; any still running when the block ends (an error, Ctrl-C, SIGTERM)
+    is stopped, as a head node's init system would stop it."""
+    agents: dict[str, subprocess.Popen[str]] = {}
+    try:
+        yield agents
+    finally:
+        for agent in agents.values():
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGTERM)
+        for agent in agents.values():
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def print_dashboard(stack: Stack) -> None:
@@ -318,7 +346,8 @@ def print_dashboard(stack: Stack) -> None:
     print()
     _say(
         f"dashboard, while this stack runs: {dashboard_url(stack.api_url, keys, stack.region)} "
-        "(or sign in at /dashboard with testing / testing); with `make local` up: .venv/bin/workset dashboard --open"
+        "(or sign in at /dashboard with testing / testing). The stack stops when the demo ends: "
+        "`.venv/bin/python -m local.demo --stay` keeps it up; with `make local` up: .venv/bin/workset dashboard --open"
     )
 
 
@@ -602,7 +631,7 @@ def emitted_metrics(lines: Iterable[str], *, hidden: Collection[str] = ("service
         try:
             document = json.loads(line)
         except ValueError:
-            continue  # NOTE: lines of threads printing at once can interleave in the local stack's log
+            continue  # a cut line: `print_metrics` says how many
 
         for directive in document["_aws"]["CloudWatchMetrics"]:
             for dimension_names in directive["Dimensions"]:
@@ -617,8 +646,12 @@ def emitted_metrics(lines: Iterable[str], *, hidden: Collection[str] = ("service
 def print_metrics(log: Path) -> None:
     """A summary of the metrics the functions emitted: per metric and dimensions, the data points and their sum and
     largest value."""
-    points = emitted_metrics(log.read_text(errors="replace").splitlines())
+    lines = log.read_text(errors="replace").splitlines()
+    points = emitted_metrics(lines)
+    unreadable = sum(1 for line in lines if '"_aws"' in line and not _is_json(line))
     print(f"\nmetrics the functions emitted (EMF lines in {log.relative_to(ROOT)}, namespace WorksetMonitor):")
+    if unreadable:
+        print(f"  ({unreadable} EMF lines could not be read and are left out)")
     print(f"  {'metric':<20} {'dimensions':<44} {'points':>6} {'sum':>10} {'max':>10}")
     shown = ""
     for (name, dimensions), values in sorted(points.items()):
@@ -626,6 +659,14 @@ def print_metrics(log: Path) -> None:
         totals = f"{len(values):>6} {sum(values):>10.6g} {max(values):>10.6g}"
         print(f"  {name if name != shown else '':<20} {label:<44} {totals}")
         shown = name
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from local.demo import Stack, upload_workset
 from local.stack import STATE_FILE
+from workset_monitor.layout import workset_name_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = Stack(json.loads(args.state_file.read_text()))
     name = args.name or args.folder.resolve().name
+    problem = "a workset name is one folder: it cannot hold /" if "/" in name else workset_name_problem(name)
+    if problem is not None:
+        parser.error(f"{name!r} cannot be a workset's name: {problem}")
     count = upload_workset(stack.client("s3"), stack.bucket, stack.prefix, args.folder, name)
     print(f"uploaded {count} files and daylily.ready to s3://{stack.bucket}/{stack.prefix}{name}/")
     print(f"read it with: {_workset_show(stack, name, args.state_file)}")

@@ -75,12 +75,17 @@ class Invocation:
 
 
 class FunctionRunner:
-    """Invokes one function's handler as Lambda would, one call at a time or concurrently."""
+    """Invokes one function's handler as Lambda would. Callers may invoke from several threads at once; the
+    invocations of one function run one at a time, as in one Lambda execution environment, whose module-level state
+    (the API's resolver, Powertools' per-invocation keys and metrics) serves one invocation at a time."""
 
     def __init__(self, spec: FunctionSpec, handler: Handler, *, calls: AwsCallRecorder | None = None) -> None:
         self.spec = spec
         self.handler = handler
         self.calls = calls
+        # NOTE: one execution environment per function: Lambda would run concurrent invocations in several, each
+        # with its own module state; here they share one module, so they take turns.
+        self._environment = threading.Lock()
 
     def invoke(self, event: Any, *, trigger: str) -> Invocation:
         """Call the handler with `event`; the result or the exception comes back, never raised.
@@ -89,18 +94,19 @@ class FunctionRunner:
             the function's Timeout is not enforced (a thread cannot be stopped), only reported when exceeded.
         """
         context = self._context()
-        started = time.monotonic()
         result: Any = None
         error: BaseException | None = None
 
         # Whatever the handler raises is the invocation's outcome, as on Lambda; it never reaches the caller.
-        try:
-            with attributed_to(self.calls, self.spec.logical_id):
-                result = self.handler(event, context)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
-            error = exc
+        with self._environment:
+            started = time.monotonic()
+            try:
+                with attributed_to(self.calls, self.spec.logical_id):
+                    result = self.handler(event, context)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
+                error = exc
+            duration_ms = round((time.monotonic() - started) * 1000, 1)
 
-        duration_ms = round((time.monotonic() - started) * 1000, 1)
         fields = {
             "function": self.spec.logical_id,
             "trigger": trigger,

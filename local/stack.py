@@ -12,6 +12,7 @@ so any program (an S3 client, curl, the agent) can use it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import sys
 import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from local.driver import Driver
 from local.emulator import (
@@ -307,8 +308,44 @@ def _forget_cached_settings() -> None:
         module.settings.cache_clear()
 
 
+class WholeLines(io.TextIOBase):
+    """A text stream that writes whole lines only, each in one write: what a thread writes waits for its newline.
+
+    The functions run in threads of this one process, and `print` writes its text and its newline in two calls, so
+    two functions printing at once (Powertools prints each EMF document) could cut each other's lines; Lambda gives
+    each function a log of its own.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending = threading.local()
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+    def write(self, text: str) -> int:
+        pending = getattr(self._pending, "text", "") + text
+        cut = pending.rfind("\n") + 1
+        self._pending.text = pending[cut:]
+        if cut:
+            with self._lock:
+                self._stream.write(pending[:cut])
+                self._stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the local stack in the foreground until SIGINT or SIGTERM."""
+    sys.stdout = WholeLines(sys.stdout)
     parser = argparse.ArgumentParser(prog="python -m local.stack", description="Run the local stack until stopped.")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--emulator-port", type=int, default=DEFAULT_PORT, help="0 picks a free port")

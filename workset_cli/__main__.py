@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except requests.RequestException as exc:
         return _fail(f"cannot reach the API at {settings.api_url}: {_cause(exc)}")
     except (BotoCoreError, ClientError, Boto3Error) as exc:
-        return _fail(f"S3: {_one_line(str(exc))}")
+        return _fail(f"AWS: {_one_line(str(exc))}")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

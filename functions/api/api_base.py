@@ -107,6 +107,12 @@ def _first_sentence(exc: Exception) -> str:
     return str(exc).split(":", 1)[0].strip().lower() or type(exc).__name__
 
 
+def request_id(event: Mapping[str, Any]) -> str | None:
+    """API Gateway's id of the request: the correlation id of the lines it leads to, and of its error answer."""
+    context = event.get("requestContext")
+    return context.get("requestId") if isinstance(context, Mapping) else None
+
+
 def path_id(raw: str) -> str:
     """A workset id (or cluster name) from the path: percent-decoded, in Unicode's composed form (NFC), as stored."""
     return unicodedata.normalize("NFC", unquote(raw))

@@ -19,13 +19,13 @@ from api_base import (
     cors,
     lifecycle,
     read_json_body,
+    request_id,
     workset_in_path,
 )
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from views import (
     ClusterList,
@@ -39,8 +39,11 @@ from views import (
 )
 
 from workset_monitor.models import Cluster, Priority, State, Workset, to_json_dict, utcnow
-from workset_monitor.observability import logger, metrics, traced
+from workset_monitor.observability import function_metrics, log_keys, logger, traced
+from workset_monitor.scheduler import recent_decisions
 from workset_monitor.scheduling import is_live
+
+metrics = function_metrics()
 
 HISTORY_SHOWN = 100
 TITLE = "Workset monitor API"
@@ -207,18 +210,14 @@ def scheduler_stats() -> dict[str, Any]:
         ).model_dump()
         for load in store.cluster_loads()
     ]
-    recent = [
-        {"at": tick["at"], **decision}
-        for tick in store.recent_ticks(limit=RECENT_DECISIONS, now=now)
-        for decision in [*tick.get("assignments", []), *tick.get("waits", [])]
-    ]
+    recent = recent_decisions(store.recent_ticks(limit=RECENT_DECISIONS, now=now), RECENT_DECISIONS)
     ready = counters.get(f"state:{State.READY.value}", 0)
     return {
         "ready": ready,
         "unassigned": max(ready - counters.get("ready:assigned", 0), 0),
         "clusters": clusters,
         "last_tick": store.last_tick(),
-        "recent_decisions": recent[:RECENT_DECISIONS],
+        "recent_decisions": recent,
     }
 
 
@@ -234,6 +233,7 @@ def get_cluster(name: ClusterPath) -> dict[str, Any]:
 
 @metrics.log_metrics
 @traced
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    with log_keys(correlation_id=request_id(event)):
+        return app.resolve(event, context)

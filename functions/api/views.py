@@ -100,7 +100,10 @@ class SchedulerStats(BaseModel):
     clusters: list[ClusterLoadView]
     last_tick: TickSummary | None = Field(description="What the scheduler's latest tick did; null before the first.")
     recent_decisions: list[RecentDecision] = Field(
-        description="The decisions of the last 10 minutes' ticks, newest tick first (at most 200)."
+        description=(
+            "The decisions of the last 10 minutes' ticks, newest tick first (at most 200): every assignment, and each "
+            "wait once, at the newest tick that made it with that reason."
+        )
     )
 
 

@@ -15,11 +15,11 @@ from api_base import (
     cors,
     lifecycle,
     read_json_body,
+    request_id,
     workset_in_path,
 )
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 from views import Registered
@@ -28,10 +28,22 @@ from workset_monitor import measures
 from workset_monitor.bucket import FolderSnapshot, WorksetBucket
 from workset_monitor.errors import FolderNotFound, NotAWorksetFolder
 from workset_monitor.layout import SENTINEL_READY, parse_sentinel_key, sentinel_key_problem
-from workset_monitor.models import Cluster, ClusterStatus, ErrorCategory, State, Workset, to_json_dict, utcnow
-from workset_monitor.observability import logger, metrics, publish, traced
+from workset_monitor.models import (
+    AWS_REGION_PATTERN,
+    AWS_ZONE_PATTERN,
+    Cluster,
+    ClusterStatus,
+    ErrorCategory,
+    State,
+    Workset,
+    to_json_dict,
+    utcnow,
+)
+from workset_monitor.observability import function_metrics, log_keys, logger, publish, traced
 from workset_monitor.registration import Outcome, Registrar
 from workset_monitor.settings import settings
+
+metrics = function_metrics()
 
 # NOTE: the resolver is built here, by name, so Powertools' OpenAPI merge finds it when it reads this file.
 app = APIGatewayRestResolver(enable_validation=True, cors=cors(), json_body_deserializer=read_json_body)
@@ -81,9 +93,14 @@ class ClusterRegistration(_Body):
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     region: str | None = Field(
-        default=None, min_length=1, max_length=64, description="Its AWS region; default: the API's own region."
+        default=None,
+        max_length=64,
+        pattern=AWS_REGION_PATTERN,
+        description="Its AWS region, e.g. us-west-2; default: the API's own region.",
     )
-    availability_zone: str | None = Field(default=None, max_length=64, description="Its AZ; default: none.")
+    availability_zone: str | None = Field(
+        default=None, max_length=64, pattern=AWS_ZONE_PATTERN, description="Its AZ, e.g. us-west-2b; default: none."
+    )
     max_worksets: int | None = Field(default=None, ge=1, le=10_000, description="Worksets at once; default: 1.")
     vcpus: int | None = Field(default=None, ge=0, le=10_000_000, description="Its vCPUs; default: 0 (not counted).")
     cost_per_vcpu_hour: float | None = Field(default=None, ge=0, le=1_000, description="USD; default: 0.")
@@ -300,6 +317,7 @@ def retire_cluster(name: ClusterPath) -> dict[str, Any]:
 
 @metrics.log_metrics
 @traced
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    with log_keys(correlation_id=request_id(event)):
+        return app.resolve(event, context)

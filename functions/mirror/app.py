@@ -18,10 +18,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from workset_monitor import measures
 from workset_monitor.bucket import WorksetBucket
 from workset_monitor.models import Workset
-from workset_monitor.observability import log_keys, logger, metrics, publish, traced
+from workset_monitor.observability import function_metrics, log_keys, logger, publish, traced
 from workset_monitor.sentinels import plan
 from workset_monitor.settings import settings
 from workset_monitor.store import workset_from_image
+
+metrics = function_metrics()
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 _bucket: WorksetBucket | None = None

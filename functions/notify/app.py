@@ -16,8 +16,10 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workset_monitor.notifier import notifier_from_settings
-from workset_monitor.observability import log_keys, logger, metrics, traced
+from workset_monitor.observability import function_metrics, log_keys, logger, traced
 from workset_monitor.settings import settings
+
+metrics = function_metrics()
 
 # Every failed record is reported, even when all failed: the response names them, and Lambda retries from the first.
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)

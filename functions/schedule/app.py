@@ -9,12 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workset_monitor import measures
 from workset_monitor.cluster_needs import ClusterNeedEvents
-from workset_monitor.observability import logger, publish, traced
+from workset_monitor.observability import log_keys, logger, publish, traced
 from workset_monitor.scheduler import Scheduler
 from workset_monitor.scheduling import Policy
 from workset_monitor.settings import settings
@@ -38,8 +37,13 @@ def scheduler() -> Scheduler:
 
 
 @traced
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, clear_state=True)
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    with log_keys(correlation_id=event.get("id")):
+        return _tick()
+
+
+def _tick() -> dict[str, Any]:
     report = scheduler().tick()
 
     publish(measures.tick(report))

@@ -354,6 +354,9 @@ def test_a_workset_pinned_to_a_cluster_cannot_be_claimed_by_another(api: Any, st
     [
         {"name": "c1", "surprise": True},
         {"name": "c1", "region": "x" * 65},
+        {"name": "c1", "region": "<b>us-west-2</b>"},
+        {"name": "c1", "region": "us-west"},
+        {"name": "c1", "availability_zone": "zone b"},
         {"name": "c1", "status": "draining"},
         {"name": "bad name"},
     ],

@@ -125,6 +125,17 @@ def test_a_full_configuration_is_read_into_typed_channels():
         (
             channels(
                 {
+                    "name": "j",
+                    "type": "webhook",
+                    "url": "https://hooks.slack.com/services/T/B/X",
+                    "signing_secret": "ssm:/k",
+                }
+            ),
+            "channel j: .*a Slack webhook URL is a credential",
+        ),
+        (
+            channels(
+                {
                     "name": "w",
                     "type": "webhook",
                     "url": "https://bot:hunter2@h.example.org/x",
@@ -161,6 +172,7 @@ def test_a_full_configuration_is_read_into_typed_channels():
         "pagerduty-without-routing-key",
         "slack-url-in-plaintext",
         "slack-url-in-plaintext-even-locally",
+        "slack-url-in-plaintext-as-a-json-webhook",
         "url-with-userinfo",
         "url-with-a-query",
         "linear-url-with-a-query",

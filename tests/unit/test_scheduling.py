@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from workset_monitor.models import ClusterStatus, Priority, State, WorkSpec
+from workset_monitor.scheduler import recent_decisions
 from workset_monitor.scheduling import (
     ClusterLoad,
     ClusterNeed,
@@ -711,3 +712,46 @@ def test_needs_are_grouped_by_place_with_the_largest_size(ready, load, now):
             "availability_zone": "ap-south-1a",
         },
     ]
+
+
+# --- recent decisions -----------------------------------------------------------------------------------------------
+
+
+def test_recent_decisions_keep_every_assignment_and_each_repeated_wait_once_at_its_newest_tick():
+    # GIVEN three ticks, newest first: "big" waited for the same reason in all three, "small" for another reason once
+    ticks = [
+        {
+            "at": "t3",
+            "assignments": [{"workset_id": "a3", "cluster": "c1", "reason": "cheapest"}],
+            "waits": [
+                {"workset_id": "big", "cluster": None, "reason": "waits: every live cluster is full"},
+            ],
+        },
+        {
+            "at": "t2",
+            "assignments": [],
+            "waits": [
+                {"workset_id": "big", "cluster": None, "reason": "waits: every live cluster is full"},
+                {"workset_id": "small", "cluster": None, "reason": "waits: depends on a3 (ready)"},
+            ],
+        },
+        {
+            "at": "t1",
+            "assignments": [{"workset_id": "a1", "cluster": "c2", "reason": "cheapest"}],
+            "waits": [
+                {"workset_id": "big", "cluster": None, "reason": "waits: its cluster c9 is not live"},
+            ],
+        },
+    ]
+
+    decisions = recent_decisions(ticks, limit=10)
+
+    # THEN the repeated wait stands once, at its newest tick; a new reason for the same workset is a decision of its own
+    assert [(d["at"], d["workset_id"]) for d in decisions] == [
+        ("t3", "a3"),
+        ("t3", "big"),
+        ("t2", "small"),
+        ("t1", "a1"),
+        ("t1", "big"),
+    ]
+    assert len(recent_decisions(ticks, limit=2)) == 2

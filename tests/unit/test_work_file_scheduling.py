@@ -57,3 +57,24 @@ def test_the_hints_are_optional():
 )
 def test_bad_hints_are_reasons(line, reason):
     assert check(line).reasons == (reason,)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ("region: us-west\n", "daylily_work.yaml: region 'us-west' is not an AWS name such as us-west-2"),
+        ("region: <b>west</b>\n", "daylily_work.yaml: region '<b>west</b>' is not an AWS name such as us-west-2"),
+        (
+            "az: us-west-2 b\n",
+            "daylily_work.yaml: availability_zone 'us-west-2 b' is not an AWS name such as us-west-2b",
+        ),
+    ],
+)
+def test_a_region_or_zone_that_is_no_aws_name_is_a_reason(extra, reason):
+    # a typo would otherwise match no cluster and wait for ever, announcing a cluster needed in a region that is none
+    assert reason in check(extra).reasons
+
+
+@pytest.mark.parametrize("zone", ["us-west-2b", "us-west-2-lax-1a", "eu-central-1c", "us-gov-west-1a"])
+def test_zones_of_every_kind_are_names(zone):
+    assert check(f"availability_zone: {zone}\n").reasons == ()

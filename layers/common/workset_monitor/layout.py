@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .models import Priority, WorkSpec
+from .models import AWS_REGION_PATTERN, AWS_ZONE_PATTERN, Priority, WorkSpec
 
 SENTINEL_READY = "daylily.ready"
 SENTINEL_IGNORE = "daylily.ignore"
@@ -361,6 +362,14 @@ def _work_spec(fields: dict[str, Any], findings: _Findings) -> WorkSpec | None:
             findings.add(f"{WORK_FILE}: depends_on must be a list of workset names")
         else:
             fields["depends_on"] = tuple(depends_on)
+
+    for name, pattern, example in (
+        ("region", AWS_REGION_PATTERN, "us-west-2"),
+        ("availability_zone", AWS_ZONE_PATTERN, "us-west-2b"),
+    ):
+        value = fields.get(name)
+        if isinstance(value, str) and len(value) <= MAX_VALUE_CHARS and not re.fullmatch(pattern, value):
+            findings.add(f"{WORK_FILE}: {WORK_FILE_KEYS[name][0]} {value!r} is not an AWS name such as {example}")
 
     if "pipeline" in fields and not (isinstance(fields["pipeline"], str) and 0 < len(fields["pipeline"]) <= 64):
         findings.add(f"{WORK_FILE}: pipeline must be a short name such as wgs or wes")

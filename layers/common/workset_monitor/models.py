@@ -57,6 +57,12 @@ class ErrorCategory(StrEnum):
         return self in (ErrorCategory.TRANSIENT, ErrorCategory.RESOURCE, ErrorCategory.LEASE_EXPIRED)
 
 
+AWS_REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
+"""An AWS region's name: us-west-2, eu-central-1, us-gov-west-1."""
+AWS_ZONE_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}[a-z]?(-[a-z0-9]+)*$"
+"""An availability zone's name: us-west-2b; local and Wavelength zones too (us-west-2-lax-1a)."""
+
+
 class ClusterStatus(StrEnum):
     ACTIVE = "active"
     DRAINING = "draining"

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import boto3
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -42,7 +41,7 @@ from .channels.webhook import WebhookChannel
 from .credentials import SecretReader
 from .events import WorksetEvent, describe_change
 from .incidents import IncidentStore
-from .observability import logger, metrics, publish
+from .observability import logger, publish
 from .routing import (
     ChannelConfig,
     ConfigurationError,
@@ -221,7 +220,7 @@ class Notifier:
             reading = read_record(record)
         except UnreadableRecord:
             logger.exception("stream record unreadable", sequence=_sequence(record))
-            metrics.add_metric(name="RecordsUnreadable", unit=MetricUnit.Count, value=1)
+            publish([measures.point("RecordsUnreadable", 1)])
             raise
         if isinstance(reading, Skipped):
             logger.debug("stream record skipped", sequence=_sequence(record), reason=reading.reason)

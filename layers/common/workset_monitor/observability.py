@@ -3,7 +3,8 @@
 - `logger`: Powertools Logger, JSON lines. Handlers set the correlation id (the S3 request id, the stream record's
   event id, the API request id, the schedule event's id) and the `workset_id` key on every line about one workset,
   per record with `log_keys`.
-- `metrics`: Powertools Metrics for counters without dimensions of their own, flushed by `metrics.log_metrics`.
+- `function_metrics()`: each function's own Powertools metrics, for counters without dimensions of their own,
+  flushed by its `metrics.log_metrics`.
 - `publish`: measures with dimensions of their own (`measures.py`), each as one EMF line (Powertools `single_metric`),
   since one Metrics flush puts every metric under one dimension set.
 - `traced`: Powertools Tracer around a handler when tracing is on; when off, the X-Ray SDK is never imported.
@@ -19,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 
 if TYPE_CHECKING:
     from .measures import Measure
@@ -32,8 +33,16 @@ TRACING_DISABLED_ENV = "POWERTOOLS_TRACE_DISABLED"
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 logger = Logger(service=SERVICE)
-# NOTE: no service given, so the `service` dimension is POWERTOOLS_SERVICE_NAME (the deployment), as single_metric's.
-metrics = Metrics(namespace=NAMESPACE)
+
+
+def function_metrics() -> EphemeralMetrics:
+    """A function's own metrics, which its handler flushes with `log_metrics`: an instance per function rather than
+    Powertools' `Metrics`, whose metrics all instances in a process share (the local stack runs every function in
+    one process, where one function's flush would take another's metrics, or lose them).
+
+    No service is given, so the `service` dimension is POWERTOOLS_SERVICE_NAME (the deployment), as single_metric's.
+    """
+    return EphemeralMetrics(namespace=NAMESPACE)
 
 
 @contextmanager
@@ -48,7 +57,7 @@ def log_keys(**keys: object) -> Iterator[None]:
     try:
         yield
     finally:
-        logger.thread_safe_remove_keys(keys)
+        logger.thread_safe_remove_keys(list(keys))
 
 
 def publish(measures: Iterable[Measure]) -> None:

@@ -118,7 +118,7 @@ class WebhookChannelConfig(_HttpChannel):
 
     @model_validator(mode="after")
     def _format_has_what_it_needs(self) -> WebhookChannelConfig:
-        if self.format == "slack" and not _is_reference(self.url):
+        if not _is_reference(self.url) and (self.format == "slack" or _is_slack_webhook(self.url)):
             raise ValueError(
                 "a Slack webhook URL is a credential: keep it in Secrets Manager or SSM and give url as "
                 "secretsmanager:<secret name> or ssm:/<parameter name>"
@@ -128,6 +128,12 @@ class WebhookChannelConfig(_HttpChannel):
         if (self.format == "pagerduty") != (self.routing_key is not None):
             raise ValueError("routing_key is required for format pagerduty, and only there")
         return self
+
+
+def _is_slack_webhook(url: str) -> bool:
+    """Whether a URL is a Slack incoming webhook's, a credential whatever format it is posted in."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "hooks.slack.com" or host.endswith(".hooks.slack.com")
 
 
 ChannelConfig = Annotated[SnsChannelConfig | LinearChannelConfig | WebhookChannelConfig, Field(discriminator="type")]

@@ -64,6 +64,24 @@ class TickReport:
         }
 
 
+def recent_decisions(ticks: Iterable[Mapping[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The decisions of tick summaries (newest first), newest first, each with its tick's time (`at`), at most
+    `limit`: every assignment, and each wait once, at the newest tick that made it. A workset waits for the same
+    reason tick after tick; without this, a queue of waiting worksets would fill the list with the same waits and
+    push the assignments out."""
+    seen: set[tuple[str, str]] = set()
+    decisions: list[dict[str, Any]] = []
+    for tick in ticks:
+        for decision in tick.get("assignments", []):
+            decisions.append({"at": tick["at"], **decision})
+        for decision in tick.get("waits", []):
+            key = (decision["workset_id"], decision["reason"])
+            if key not in seen:
+                seen.add(key)
+                decisions.append({"at": tick["at"], **decision})
+    return decisions[:limit]
+
+
 def _shown(decision: Decision) -> dict[str, Any]:
     """A decision as the tick's summary keeps it: id, cluster and reason always, the sizes when known."""
     shown = asdict(decision)
