@@ -202,7 +202,7 @@ class WorksetStore:
         if cluster is not None and state is not None and state not in CLUSTER_HELD_STATES:
             held = ", ".join(sorted(CLUSTER_HELD_STATES))
             raise InvalidRequest(
-                f"cluster lists the worksets a cluster holds now ({held}); a {state} workset holds none: "
+                f"cluster lists the worksets a cluster holds now ({held}); a workset in {state} holds none: "
                 f"ask for state={state} without cluster"
             )
 
