@@ -3,7 +3,9 @@
 // One refresh reads GET /queue/stats, /scheduler/stats, /clusters and a page of /worksets (with the filters and the
 // page's token), plus /worksets/{id} for the workset whose history is shown; earlier history entries of a long
 // history come from /worksets/{id}/history on request. Every call is signed (api.js). A refused signature signs the
-// viewer out with the API's words; any other failure is shown and the next refresh tries again.
+// viewer out with the API's words. Each part of the board is drawn from the reads it needs as soon as they all
+// answered: a read that fails leaves its parts with its error (and the worksets table without its rows), while the
+// others are drawn as usual; the banner says when every read failed. The next refresh tries again.
 
 import {
   Api,
@@ -17,8 +19,9 @@ import {
   storedCredentials,
   takeCredentialsFromAddress,
 } from "./api.js";
-import { clock, fill, h } from "./dom.js";
+import { clock, fill, h, humanState } from "./dom.js";
 import {
+  CLUSTER_STATES,
   PRIORITIES,
   STATES,
   renderClusters,
@@ -28,9 +31,12 @@ import {
   renderScheduler,
   renderStates,
   renderWorksets,
+  renderWorksetsFailed,
 } from "./views.js";
 
 const HISTORY_PAGE = 500;
+/** Why the filters pair a cluster only with some states (CLUSTER_STATES). */
+const HELD = "a cluster holds only ready, locked and in-progress worksets";
 /** How many pages of /worksets/{id}/history one "Load earlier entries" reads at most (5,000 entries). */
 const EARLIER_PAGES_PER_LOAD = 10;
 
@@ -44,6 +50,7 @@ const view = {
   paused: false,
   stale: false, // a refresh was skipped while the tab was hidden
   filters: { state: "", priority: "", cluster: "", limit: "25" },
+  filterNote: "", // why a filter was just cleared
   pageTokens: [null], // pageTokens[i] reads page i + 1
   page: 0,
   nextToken: null,
@@ -150,31 +157,49 @@ async function refresh() {
   const run = ++view.run;
   const api = view.api;
 
-  try {
-    const query = { ...view.filters, next_token: view.pageTokens[view.page] };
-    const [queue, scheduler, clusters, page, detail] = await Promise.all([
-      api.get("queue/stats"),
-      api.get("scheduler/stats"),
-      api.get("clusters"),
-      api.get("worksets", query),
-      view.selected === null ? null : readWorkset(api, view.selected),
-    ]);
-    if (run !== view.run) {
-      return;
-    }
+  const query = { ...view.filters, next_token: view.pageTokens[view.page] };
+  const reads = {
+    queue: api.get("queue/stats"),
+    scheduler: api.get("scheduler/stats"),
+    clusters: api.get("clusters"),
+    page: api.get("worksets", query),
+  };
+  if (view.selected !== null) {
+    reads.detail = readWorkset(api, view.selected);
+  }
+  const names = Object.keys(reads);
+  const settled = await Promise.allSettled(Object.values(reads));
+  if (run !== view.run) {
+    return;
+  }
 
-    draw({ queue, scheduler, clusters, page, detail });
-    fill($("updated"), `updated ${clock(new Date().toISOString())}${view.paused ? " · paused" : ""}`);
+  const answers = {};
+  const failures = {};
+  names.forEach((name, index) => {
+    const outcome = settled[index];
+    if (outcome.status === "fulfilled") {
+      answers[name] = outcome.value;
+    } else {
+      failures[name] = outcome.reason;
+    }
+  });
+  const refused = Object.values(failures).find((error) => error instanceof ApiError && error.refusedCredentials);
+  if (refused) {
+    signOut(`The API refused these credentials: ${refused.message} (${refused.code}).`);
+    return;
+  }
+
+  const at = clock(new Date().toISOString());
+  const failed = Object.keys(failures).length;
+  if (failed === names.length) {
+    $("board").classList.add("stale");
+    showProblem(`Refresh failed at ${at}: ${describe(failures.queue)}. It tries again by itself.`);
+  } else {
+    $("board").classList.remove("stale");
     $("problem").hidden = true;
-  } catch (error) {
-    if (run !== view.run) {
-      return;
-    }
-    if (error instanceof ApiError && error.refusedCredentials) {
-      signOut(`The API refused these credentials: ${error.message} (${error.code}).`);
-      return;
-    }
-    showProblem(`Refresh failed at ${clock(new Date().toISOString())}: ${describe(error)}. It tries again by itself.`);
+    draw(answers, failures, at);
+    const partly = failed ? ` · ${failed} of ${names.length} reads failed` : "";
+    fill($("updated"), `updated ${at}${partly}${view.paused ? " · paused" : ""}`);
   }
   schedule();
 }
@@ -220,22 +245,76 @@ function showProblem(message) {
 
 // --- drawing ----------------------------------------------------------------------------------------------------
 
-function draw({ queue, scheduler, clusters, page, detail }) {
-  renderStates($("states"), queue, { chosen: view.filters.state, onChoose: (state) => setFilter("state", state) });
-  renderPriorities($("priorities"), queue);
-  renderScheduler($("scheduler"), scheduler);
-  renderClusters($("clusters").tBodies[0], scheduler, clusters);
-  clusterChoices(clusters);
+/** Each part's error element, and the reads the part is drawn from. */
+const PARTS = {
+  "queue-problem": ["queue"],
+  "priorities-problem": ["queue", "scheduler"],
+  "clusters-problem": ["scheduler", "clusters"],
+  "worksets-problem": ["page"],
+  "detail-problem": ["detail"],
+  "decisions-problem": ["scheduler"],
+};
+/** Each read as its failure names it. */
+const READS = {
+  queue: "The queue",
+  scheduler: "The scheduler's state",
+  clusters: "The clusters",
+  page: "This page of worksets",
+  detail: "This workset",
+};
 
-  view.nextToken = page.next_token || null;
-  renderWorksets($("worksets").tBodies[0], page, { selected: view.selected, onSelect: select });
+function draw(answers, failures, at) {
+  const { queue, scheduler, clusters, page, detail } = answers;
+  const drawn = (reads) => reads.every((name) => name in answers);
+
+  if (drawn(["queue"])) {
+    renderStates($("states"), queue, {
+      chosen: view.filters.state,
+      cluster: view.filters.cluster,
+      onChoose: (state) => setFilter("state", state),
+    });
+    renderPriorities($("priorities"), queue);
+  }
+  if (drawn(["scheduler"])) {
+    renderScheduler($("scheduler"), scheduler);
+    renderDecisions($("decisions"), scheduler, { onSelect: select });
+  }
+  if (drawn(["scheduler", "clusters"])) {
+    renderClusters($("clusters").tBodies[0], scheduler, clusters);
+  }
+  if (drawn(["clusters"])) {
+    clusterChoices(clusters);
+  }
+
+  if (drawn(["page"])) {
+    view.nextToken = page.next_token || null;
+    renderWorksets($("worksets").tBodies[0], page, { selected: view.selected, onSelect: select });
+  } else {
+    view.nextToken = null;
+    renderWorksetsFailed($("worksets").tBodies[0]);
+  }
   fill($("page"), `page ${view.page + 1}`);
   $("previous").disabled = view.page === 0;
   $("next").disabled = !view.nextToken;
 
-  view.lastDetail = detail;
-  drawDetail();
-  renderDecisions($("decisions"), scheduler, { onSelect: select });
+  if (view.selected === null || drawn(["detail"])) {
+    view.lastDetail = view.selected === null ? null : detail;
+    drawDetail();
+  }
+
+  for (const [id, reads] of Object.entries(PARTS)) {
+    const failed = reads.find((name) => name in failures);
+    const why = failed && `${READS[failed]} could not be read at ${at}: ${describe(failures[failed])}.`;
+    showPartProblem(id, why && `${why} It tries again by itself.`);
+  }
+}
+
+/** A part's error above what it shows (then marked stale), or none. */
+function showPartProblem(id, message) {
+  const problem = $(id);
+  problem.hidden = !message;
+  fill(problem, message || "");
+  problem.parentElement.classList.toggle("part-stale", Boolean(message));
 }
 
 function drawDetail() {
@@ -296,7 +375,7 @@ async function loadEarlier(workset) {
       earlier.done = !earlier.token || earlier.entries.some((entry) => entry.version >= firstNewest);
     }
   } catch (error) {
-    showProblem(`Loading the history of ${worksetId} failed: ${describe(error)}.`);
+    showPartProblem("detail-problem", `Loading the earlier history of ${worksetId} failed: ${describe(error)}.`);
   } finally {
     earlier.loading = false;
   }
@@ -317,10 +396,56 @@ function select(worksetId) {
 
 function setFilter(name, value) {
   view.filters[name] = value;
-  $("filters").elements[name].value = value;
+  view.filterNote = keepFiltersAnswerable(name);
+  const elements = $("filters").elements;
+  for (const filter of ["state", "priority", "cluster", "limit"]) {
+    elements[filter].value = view.filters[filter];
+  }
+  filterChoices();
   view.pageTokens = [null];
   view.page = 0;
   refresh();
+}
+
+/**
+ * The API lists by cluster only what a cluster holds now (ready, locked, in progress) and refuses `cluster` with any
+ * other state. The selects do not offer such a pair (filterChoices); a state card can still ask for one, and then
+ * the newest choice wins: the other filter is cleared, and the words returned say so.
+ */
+function keepFiltersAnswerable(changed) {
+  const { state, cluster } = view.filters;
+  if (!state || !cluster || CLUSTER_STATES.includes(state)) {
+    return "";
+  }
+  if (changed === "cluster") {
+    view.filters.state = "";
+    return `State ${humanState(state)} cleared: ${HELD}.`;
+  }
+  view.filters.cluster = "";
+  return `Cluster ${cluster} cleared: ${HELD}.`;
+}
+
+/** Offer only the pairs of state and cluster the API answers, and say why the others are not offered. */
+function filterChoices() {
+  const elements = $("filters").elements;
+  const { state, cluster } = view.filters;
+  for (const option of elements.state.options) {
+    option.disabled = Boolean(cluster) && option.value !== "" && !CLUSTER_STATES.includes(option.value);
+  }
+  const unheld = Boolean(state) && !CLUSTER_STATES.includes(state);
+  for (const option of elements.cluster.options) {
+    option.disabled = unheld && option.value !== "";
+  }
+
+  let note = view.filterNote;
+  if (!note && cluster) {
+    note = "With a cluster: ready, locked or in progress only, the states a cluster holds.";
+  } else if (!note && unheld) {
+    note = `No cluster with ${humanState(state)}: ${HELD}.`;
+  }
+  const shown = $("filter-note");
+  shown.hidden = !note;
+  fill(shown, note);
 }
 
 function clusterChoices(clusters) {
@@ -331,6 +456,7 @@ function clusterChoices(clusters) {
   }
   fill(choice, h("option", { value: "" }, "any"), names.map((name) => h("option", { value: name }, name)));
   choice.value = view.filters.cluster;
+  filterChoices();
 }
 
 function wireControls() {

@@ -6,10 +6,13 @@ import { badge, bar, clock, count, dollars, fill, h, humanState, tone, when } fr
 
 export const STATES = ["ready", "locked", "in_progress", "complete", "error", "canceled", "ignored", "archived"];
 export const PRIORITIES = ["urgent", "normal", "low"];
+/** The states a cluster holds a workset in: GET /worksets takes `cluster` alone or with one of these (else 422). */
+export const CLUSTER_STATES = ["ready", "locked", "in_progress"];
 const DECISIONS_SHOWN = 60;
 
-/** One card per state with its count (a click filters the table by it), and the total. */
-export function renderStates(element, queue, { chosen, onChoose }) {
+/** One card per state with its count (a click filters the table by it), and the total. With a cluster chosen, a
+ * card of a state no cluster holds says that its click clears the cluster. */
+export function renderStates(element, queue, { chosen, cluster, onChoose }) {
   const byState = queue.by_state || {};
   const total = STATES.reduce((sum, state) => sum + (byState[state] || 0), 0);
   const card = (state) =>
@@ -20,7 +23,7 @@ export function renderStates(element, queue, { chosen, onChoose }) {
         class: `state ${tone(state)}${chosen === state ? " chosen" : ""}`,
         "data-state": state,
         "aria-pressed": String(chosen === state),
-        title: chosen === state ? "show every state" : `show the ${humanState(state)} worksets`,
+        title: chosen === state ? "show every state" : stateTitle(state, cluster),
         onclick: () => onChoose(chosen === state ? "" : state),
       },
       h("span", { class: "state-count" }, count(byState[state])),
@@ -37,6 +40,14 @@ export function renderStates(element, queue, { chosen, onChoose }) {
       h("span", { class: "state-name" }, "total"),
     ),
   );
+}
+
+function stateTitle(state, cluster) {
+  const title = `show the ${humanState(state)} worksets`;
+  if (cluster && !CLUSTER_STATES.includes(state)) {
+    return `${title} (clears the cluster filter: no cluster holds one)`;
+  }
+  return title;
 }
 
 /** Ready worksets by priority, as bars of their share of the ready queue. */
@@ -112,15 +123,7 @@ export function renderWorksets(tbody, page, { selected, onSelect }) {
     h(
       "tr",
       { class: workset.workset_id === selected ? "selected" : null, "data-workset": workset.workset_id },
-      h(
-        "td",
-        {},
-        h(
-          "button",
-          { type: "button", class: "link", title: workset.workset_id, onclick: () => onSelect(workset.workset_id) },
-          workset.workset_id,
-        ),
-      ),
+      h("td", { class: "id" }, worksetLink(workset.workset_id, onSelect)),
       h(
         "td",
         {},
@@ -130,11 +133,38 @@ export function renderWorksets(tbody, page, { selected, onSelect }) {
       h("td", {}, badge(workset.priority)),
       h("td", { class: "num" }, `${workset.attempt} / ${workset.max_attempts}`),
       h("td", { class: "num" }, count(workset.sample_count)),
-      h("td", {}, workset.cluster || workset.assigned_cluster || ""),
+      h("td", { class: "cluster" }, clusterShown(workset)),
       h("td", {}, when(workset.updated_at)),
     ),
   );
   fill(tbody, rows.length ? rows : emptyRow(7, "No workset matches these filters."));
+}
+
+/** The worksets table when its page could not be read: no rows, since the ones shown may not match the filters. */
+export function renderWorksetsFailed(tbody) {
+  fill(tbody, emptyRow(7, "No workset shown: this page could not be read."));
+}
+
+/** A workset id that opens its history: one line, cut with an ellipsis when long (style.css, `.id`); the whole id
+ * stays its text and its title, and the history shows it in full. */
+function worksetLink(worksetId, onSelect) {
+  return h(
+    "button",
+    { type: "button", class: "link id", title: worksetId, onclick: () => onSelect(worksetId) },
+    worksetId,
+  );
+}
+
+/**
+ * The cluster to show for a workset, as the `workset` command shows it (`cluster_shown`): while it is ready, the
+ * one it is assigned to (`c2 (assigned)`), or none, since its `cluster` is where an earlier attempt ran; otherwise
+ * the cluster that holds it or last held it.
+ */
+export function clusterShown(workset) {
+  if (workset.state === "ready") {
+    return workset.assigned_cluster ? [workset.assigned_cluster, h("span", { class: "sub" }, " (assigned)")] : "";
+  }
+  return workset.cluster || "";
 }
 
 /**
@@ -164,7 +194,7 @@ export function renderDetail(element, detail, { onClose, onLoadEarlier }) {
 function worksetFacts(workset) {
   const facts = [
     ["attempt", `${workset.attempt} of ${workset.max_attempts}`],
-    ["cluster", workset.cluster || workset.assigned_cluster || "none yet"],
+    ["cluster", clusterShown(workset) || (workset.state === "ready" ? "not assigned yet" : "none")],
     ["samples", count(workset.sample_count)],
     ["folder", `s3://${workset.bucket}/${workset.folder}`],
     ["registered", when(workset.created_at)],
@@ -252,11 +282,7 @@ export function renderDecisions(list, scheduler, { onSelect }) {
       "li",
       { class: decision.cluster ? "assigned" : "waits" },
       h("time", { datetime: decision.at, title: decision.at }, clock(decision.at)),
-      h(
-        "button",
-        { type: "button", class: "link", onclick: () => onSelect(decision.workset_id) },
-        decision.workset_id,
-      ),
+      worksetLink(decision.workset_id, onSelect),
       outcome,
       estimate.length ? h("span", { class: "sub" }, estimate.join(" · ")) : null,
       h("p", { class: "reason" }, decision.reason),
