@@ -484,8 +484,8 @@ def test_a_refused_worksets_query_stops_only_the_worksets_the_rest_keeps_refresh
 
     # WHEN the API starts refusing the page of worksets it asks for, as it refuses a cluster with a finished state
     message = (
-        "cluster lists the worksets a cluster holds now (in_progress, locked, ready); a complete workset holds none: "
-        "ask for state=complete without cluster"
+        "cluster lists the worksets a cluster holds now (in_progress, locked, ready); a workset in complete holds "
+        "none: ask for state=complete without cluster"
     )
 
     def refuse(route: Route) -> None:

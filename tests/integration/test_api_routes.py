@@ -208,8 +208,8 @@ def test_a_cluster_with_a_state_no_held_workset_is_in_is_422_not_an_empty_page(a
 
     assert (status, body["error"]["code"]) == (422, "invalid_request")
     assert body["error"]["message"] == (
-        f"cluster lists the worksets a cluster holds now (in_progress, locked, ready); a workset in {state} holds none: "
-        f"ask for state={state} without cluster"
+        "cluster lists the worksets a cluster holds now (in_progress, locked, ready); "
+        f"a workset in {state} holds none: ask for state={state} without cluster"
     )
 
 
