@@ -171,8 +171,8 @@ def answers(
         if status == 204:
             documented[status] = {"description": ERROR_DESCRIPTIONS[status], "content": {}}
         else:
-            content: dict[str, Any] = {"application/json": {"model": ErrorBody}}
-            documented[status] = {"description": ERROR_DESCRIPTIONS[status], "content": content}  # type: ignore[typeddict-item]
+            error = {"application/json": {"model": ErrorBody}}
+            documented[status] = {"description": ERROR_DESCRIPTIONS[status], "content": error}
     return documented
 
 

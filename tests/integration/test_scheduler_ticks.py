@@ -48,8 +48,9 @@ def cluster(store: WorksetStore, name: str, **fields: Any) -> Cluster:
 def finish(store: WorksetStore, workset_id: str, cluster_name: str) -> None:
     """Claim, run and complete a workset on a cluster."""
     claimed = store.claim(store.get(workset_id), owner="agent", cluster=cluster_name, lease_seconds=600)
-    running = store.transition(claimed, State.IN_PROGRESS, actor="agent", lease_token=claimed.lease.token)  # type: ignore[union-attr]
-    store.transition(running, State.COMPLETE, actor="agent", lease_token=claimed.lease.token)  # type: ignore[union-attr]
+    assert claimed.lease is not None
+    running = store.transition(claimed, State.IN_PROGRESS, actor="agent", lease_token=claimed.lease.token)
+    store.transition(running, State.COMPLETE, actor="agent", lease_token=claimed.lease.token)
 
 
 def actual_load(store: WorksetStore, name: str) -> tuple[int, int]:

@@ -1417,7 +1417,12 @@ def test_an_adopted_run_whose_child_ignores_term_is_killed_after_the_grace_perio
 def test_a_workset_claimed_but_not_started_is_given_back(work_root: Path) -> None:
     api = FakeApi()
     released: list[tuple[str, int]] = []
-    api.release = lambda workset_id, lease_token, **fields: released.append((workset_id, lease_token)) or {}  # type: ignore[attr-defined]
+
+    def release(workset_id: str, lease_token: int, **fields: Any) -> dict[str, Any]:
+        released.append((workset_id, lease_token))
+        return {}
+
+    api.release = release  # type: ignore[attr-defined]
     RunBook(work_root / "c1.runs.json").put(HeldRun("ws-1", TOKEN, str(work_root / "ws-1"), "bucket", FOLDER, 1))
     api.state["ws-1"] = "locked"
     agent = make_agent(api, "true", work_root)

@@ -86,7 +86,8 @@ def test_the_oldest_ready_alarm_watches_the_metric_the_tick_publishes(template: 
 def test_the_demo_summary_reads_each_data_point_of_the_emf_lines() -> None:
     lines = [
         '{"level":"INFO","message":"function invoked"}',
-        '{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"WorksetMonitor","Dimensions":[["channel","service"]],'
+        '{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"WorksetMonitor",'
+        '"Dimensions":[["channel","service"]],'
         '"Metrics":[{"Name":"Delivered","Unit":"Count"}]}]},"channel":"sns","service":"s","Delivered":[2.0]}',
         '{"_aws":{"Timestamp":2,"CloudWatchMetrics":[{"Namespace":"WorksetMonitor","Dimensions":[["service"]],'
         '"Metrics":[{"Name":"Claims","Unit":"Count"}]}]},"service":"s","Claims":[1.0,1.0]}',
