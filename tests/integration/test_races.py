@@ -9,15 +9,12 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from local.emulator import Emulator, start_emulator
-from local.template import Template
-from tests.conftest import ROOT
+from local.emulator import Emulator
+from tests.integration.conftest import store_for
 from workset_monitor.errors import ConcurrentUpdate, LeaseLost, TransitionRefused
 from workset_monitor.models import State, Workset, utcnow
 from workset_monitor.states import TRANSITIONS
@@ -26,32 +23,6 @@ from workset_monitor.store import WorksetStore
 pytestmark = pytest.mark.integration
 
 THREADS = 32
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with start_emulator(port=0) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def table(emulator: Emulator) -> str:
-    template = Template.load(ROOT / "template.yaml", parameters={"Stage": "race"}, region=emulator.region)
-    template.deploy(emulator.client)
-    return template.physical("WorksetTable").ref
-
-
-def store_for(emulator: Emulator, table: str) -> WorksetStore:
-    """A store with its own client and connections, as each agent or function has."""
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=emulator.url,
-        region_name=emulator.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, max_pool_connections=4),
-    )
-    return WorksetStore(table, client=client)
 
 
 def new_workset(workset_id: str) -> Workset:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from local.emulator import Emulator, start_emulator
-from local.template import Template
-from tests.conftest import ROOT
-from tests.integration.test_races import store_for
+from local.emulator import Emulator
+from tests.integration.conftest import store_for
 from workset_monitor.models import Cluster, Priority, State, Workset, WorkSpec, utcnow
 from workset_monitor.scheduler import Scheduler, TickReport
 from workset_monitor.scheduling import Policy
@@ -23,19 +20,6 @@ pytestmark = pytest.mark.integration
 
 WORKSETS = 500
 CLUSTERS = 20
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with start_emulator(port=0) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def table(emulator: Emulator) -> str:
-    template = Template.load(ROOT / "template.yaml", parameters={"Stage": "ticks"}, region=emulator.region)
-    template.deploy(emulator.client)
-    return template.physical("WorksetTable").ref
 
 
 def test_two_ticks_at_once_over_500_worksets_and_20_clusters(emulator: Emulator, table: str) -> None:
