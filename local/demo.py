@@ -625,12 +625,8 @@ def emitted_metrics(lines: Iterable[str], *, hidden: Collection[str] = ("service
     """Every data point in the EMF lines among `lines`, by metric name and dimensions (those in `hidden` left out).
     Lines that are not EMF are skipped."""
     points: dict[MetricKey, list[float]] = {}
-    for line in lines:
-        if '"_aws"' not in line:
-            continue
-        try:
-            document = json.loads(line)
-        except ValueError:
+    for document in _emf_documents(lines):
+        if document is None:
             continue  # a cut line: `print_metrics` says how many
 
         for directive in document["_aws"]["CloudWatchMetrics"]:
@@ -648,7 +644,7 @@ def print_metrics(log: Path) -> None:
     largest value."""
     lines = log.read_text(errors="replace").splitlines()
     points = emitted_metrics(lines)
-    unreadable = sum(1 for line in lines if '"_aws"' in line and not _is_json(line))
+    unreadable = sum(1 for document in _emf_documents(lines) if document is None)
     print(f"\nmetrics the functions emitted (EMF lines in {log.relative_to(ROOT)}, namespace WorksetMonitor):")
     if unreadable:
         print(f"  ({unreadable} EMF lines could not be read and are left out)")
@@ -661,12 +657,15 @@ def print_metrics(log: Path) -> None:
         shown = name
 
 
-def _is_json(line: str) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True
+def _emf_documents(lines: Iterable[str]) -> Iterator[dict[str, Any] | None]:
+    """The EMF documents among `lines`, parsed; None for a line that holds one but is not whole JSON."""
+    for line in lines:
+        if '"_aws"' not in line:
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            yield None
 
 
 def settled_sentinels(s3: Any, bucket: str, folder: str) -> list[str] | None:

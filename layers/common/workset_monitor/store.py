@@ -1038,11 +1038,6 @@ def _token(response: Mapping[str, Any], scope: str) -> str | None:
     return base64.urlsafe_b64encode(json.dumps({"scope": scope, "key": plain}, sort_keys=True).encode()).decode("ascii")
 
 
-def plain_image(image: Mapping[str, Any]) -> dict[str, Any]:
-    """A stream record's image (DynamoDB JSON) as JSON types."""
-    return _plain(image)
-
-
 def workset_from_image(image: Mapping[str, Any]) -> Workset:
     """The workset a stream image holds."""
     return _workset_from_item(_plain(image))
